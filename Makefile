@@ -1,0 +1,52 @@
+# Kitten-and-Puppy Lab. Two commands on a fresh Debian machine: `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# TensorFlow build: the CUDA one when an NVIDIA GPU answers, else the (smaller) CPU one.
+TF_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+LAB_DATA_DIR ?= ../shared/data/dogs-vs-cats/train
+LAB_MODELS_DIR ?= models
+
+.PHONY: help install os-deps test lint run bench clean
+
+help:
+	@echo "make run    - set up and run the lab (for now: a quick CLI training demo)"
+	@echo "make test   - set up and run the test suite"
+	@echo "make lint   - ruff"
+	@echo "make bench  - held-out accuracy benchmarks (long: see docs/BENCHMARKS.md)"
+
+install: $(VENV)/.installed
+
+# python3-venv is a separate Debian package; install it only when venv is missing.
+os-deps:
+	@if ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then \
+	  echo "installing python3-venv (needs root)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip; \
+	fi
+
+$(VENV)/.installed: pyproject.toml | os-deps
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[$(TF_EXTRA),dev]"
+	touch $@
+
+lint: install
+	$(PY) -m ruff check .
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+run: install
+	$(PY) -m ml scan "$(LAB_DATA_DIR)"
+	$(PY) -m ml train --data "$(LAB_DATA_DIR)" --out "$(LAB_MODELS_DIR)/demo" --limit 2000 --epochs 3 --progress
+	$(PY) -m ml evaluate --model "$(LAB_MODELS_DIR)/demo/model.keras" --data "$(LAB_DATA_DIR)"
+
+bench: install
+	$(PY) bench/scan_speed.py
+	$(PY) bench/accuracy.py --data "$(LAB_DATA_DIR)" --recipe fast_cnn --epochs 30 --early-stopping-patience 6
+	$(PY) bench/accuracy.py --data "$(LAB_DATA_DIR)" --recipe seed_cnn --epochs 15
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache bench/out
