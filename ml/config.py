@@ -1,0 +1,107 @@
+"""Training run config: one JSON object whose keys are the CLI's long options with underscores.
+
+Every key is optional with a sensible default; unknown keys and values out of bounds are
+reported together (``ConfigError.fields``) so an API can answer 422 naming every bad field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ml.errors import ConfigError
+
+DEFAULT_RECIPE = "fast_cnn"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run."""
+
+    recipe: str = DEFAULT_RECIPE
+    epochs: int = 20
+    image_size: int | None = None  # None: the recipe's own default
+    batch_size: int = 64
+    learning_rate: float | None = None  # None: the recipe's own default
+    augment: bool = True
+    val_split: float = 0.15
+    early_stopping_patience: int = 5
+    lr_factor: float = 0.5
+    lr_patience: int = 2
+    limit: int | None = None  # photos used (stratified sample), for quick demos
+    seed: int = 42
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a plain dict (JSON-serialisable)."""
+        return asdict(self)
+
+
+# (type, min, max); None bounds are open. Integers must be integers, not 3.5.
+_BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
+    "epochs": (int, 1, 500),
+    "image_size": (int, 32, 512),
+    "batch_size": (int, 1, 1024),
+    "learning_rate": (float, 1e-7, 1.0),
+    "val_split": (float, 0.05, 0.5),
+    "early_stopping_patience": (int, 0, 100),
+    "lr_factor": (float, 0.01, 0.99),
+    "lr_patience": (int, 0, 100),
+    "limit": (int, 4, 10_000_000),
+    "seed": (int, 0, 2**31 - 1),
+}
+
+
+def _check_number(name: str, value: Any, kind: type, lo: float | None, hi: float | None):
+    """Return (value, None) or (None, message)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None, f"must be a number, got {value!r}"
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            return None, f"must be a whole number, got {value!r}"
+        value = int(value)
+    else:
+        value = float(value)
+        if value != value:  # NaN
+            return None, "must be a number, got NaN"
+    if lo is not None and value < lo:
+        return None, f"must be at least {lo:g}, got {value:g}"
+    if hi is not None and value > hi:
+        return None, f"must be at most {hi:g}, got {value:g}"
+    return value, None
+
+
+def parse_config(data: dict[str, Any] | None) -> TrainConfig:
+    """Validate a config dict and fill in defaults; raises ConfigError naming every bad field."""
+    from ml.recipes import RECIPES  # late import: recipes pulls in nothing heavy at import time
+
+    data = dict(data or {})
+    known = {f.name for f in fields(TrainConfig)}
+    errors: dict[str, str] = {}
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in known:
+            errors[key] = "unknown setting"
+            continue
+        if value is None and key in ("image_size", "learning_rate", "limit"):
+            values[key] = None
+            continue
+        if key == "recipe":
+            if value not in RECIPES:
+                errors[key] = f"unknown recipe {value!r}; choose one of {', '.join(RECIPES)}"
+            else:
+                values[key] = value
+        elif key == "augment":
+            if not isinstance(value, bool):
+                errors[key] = f"must be true or false, got {value!r}"
+            else:
+                values[key] = value
+        else:
+            kind, lo, hi = _BOUNDS[key]
+            checked, problem = _check_number(key, value, kind, lo, hi)
+            if problem:
+                errors[key] = problem
+            else:
+                values[key] = checked
+    if errors:
+        raise ConfigError(errors)
+    return TrainConfig(**values)

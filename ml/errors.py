@@ -1,0 +1,38 @@
+"""Errors the ml library raises for things a person can fix (bad folder, bad option, bad photo).
+
+Each carries one sentence meant to be shown as is: the CLI prints it, the API returns it.
+"""
+
+
+class LabError(Exception):
+    """Base class: an error with a message a person can act on."""
+
+
+class DatasetError(LabError):
+    """The dataset folder is missing, empty or unusable."""
+
+
+class ConfigError(LabError):
+    """A training config has unknown keys or values out of bounds.
+
+    ``fields`` maps each bad field to what is wrong with it, so an API can answer 422
+    naming every bad field at once.
+    """
+
+    def __init__(self, fields: dict[str, str]):
+        self.fields = dict(fields)
+        super().__init__(
+            "invalid training config: " + "; ".join(f"{k}: {v}" for k, v in self.fields.items())
+        )
+
+
+class ImageError(LabError):
+    """A photo that cannot be read (empty, corrupt, not an image, too large)."""
+
+
+class ModelError(LabError):
+    """A saved model that cannot be loaded, or a recipe that cannot be built."""
+
+
+class WeightsDownloadError(ModelError):
+    """Pretrained weights could not be downloaded (usually: the machine is offline)."""

@@ -1,0 +1,214 @@
+"""Model recipes, a registry by name.
+
+Every model takes (size, size, 3) images with values 0..255 and outputs one sigmoid unit:
+the probability that the photo is a cat (label 1). Scaling and augmentation are layers
+inside the model, so a saved ``.keras`` file carries its own preprocessing.
+
+TensorFlow/Keras are imported inside the builders: importing this module stays cheap, so the
+web process can list recipes without loading TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ml.errors import ModelError, WeightsDownloadError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named way to build a model, with the settings it works best with."""
+
+    name: str
+    description: str
+    image_size: int
+    learning_rate: float
+    build: Callable[..., Any]
+
+
+def _augmentation(x):
+    """Random flip, small rotation and zoom: active only while training."""
+    from keras import layers
+
+    x = layers.RandomFlip("horizontal", name="aug_flip")(x)
+    x = layers.RandomRotation(0.06, fill_mode="reflect", name="aug_rotate")(x)
+    return layers.RandomZoom((-0.12, 0.12), fill_mode="reflect", name="aug_zoom")(x)
+
+
+def _inputs(image_size: int, augment: bool):
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = _augmentation(inputs) if augment else inputs
+    return inputs, layers.Rescaling(1.0 / 255, name="scale")(x)
+
+
+def build_seed_cnn(image_size: int, augment: bool, **_: Any):
+    """The original notebook's Sequential-style model: 4 Conv+MaxPool blocks, Flatten, Dense."""
+    import keras
+    from keras import layers
+
+    if image_size < 48:
+        raise ModelError("seed_cnn needs an image size of at least 48 pixels")
+    inputs, x = _inputs(image_size, augment)
+    for filters in (32, 64, 128, 128):
+        x = layers.Conv2D(filters, 3, activation="relu")(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.5)(x)
+    x = layers.Dense(512, activation="relu")(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="cat_probability")(x)
+    return keras.Model(inputs, outputs, name="seed_cnn")
+
+
+def _conv_bn(x, filters: int, strides: int = 1, name: str | None = None):
+    from keras import layers
+
+    x = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False,
+                      name=name and f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=name and f"{name}_bn")(x)
+    return layers.Activation("relu", name=name and f"{name}_relu")(x)
+
+
+def build_fast_cnn(image_size: int, augment: bool, **_: Any):
+    """The default from-scratch net, shaped for a 2-core CPU.
+
+    A stride-2 stem halves the image before any wide convolution (most of a CNN's cost sits
+    at full resolution); BatchNorm lets Adam use a high learning rate; global average pooling
+    replaces the big Flatten+Dense so the net has few parameters and overfits less.
+    """
+    import keras
+    from keras import layers
+
+    inputs, x = _inputs(image_size, augment)
+    x = _conv_bn(x, 24, strides=2, name="stem")
+    for i, filters in enumerate((32, 64)):
+        x = _conv_bn(x, filters, name=f"block{i + 1}")
+        x = layers.MaxPooling2D(name=f"block{i + 1}_pool")(x)
+    # Width is cheap once the map is small: two convolutions at 1/8 and 1/16 of the image.
+    x = _conv_bn(x, 128, name="block3a")
+    x = _conv_bn(x, 128, name="block3b")
+    x = layers.MaxPooling2D(name="block3_pool")(x)
+    x = _conv_bn(x, 256, name="top_a")
+    x = _conv_bn(x, 256, name="top_b")
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(0.3)(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="cat_probability")(x)
+    return keras.Model(inputs, outputs, name="fast_cnn")
+
+
+MOBILENET_WEIGHT_SIZES = (96, 128, 160, 192, 224)
+DEFAULT_WEIGHTS_BASE_URL = (
+    "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+)
+
+
+def mobilenet_weights_file(image_size: int) -> str:
+    """Keras's published name of the ImageNet MobileNetV2 (alpha 1.0, no top) weights file."""
+    rows = min(MOBILENET_WEIGHT_SIZES, key=lambda r: abs(r - image_size))
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
+
+
+def download_mobilenet_weights(image_size: int) -> str:
+    """Download (or reuse the cached) ImageNet weights; raise WeightsDownloadError offline.
+
+    ``LAB_WEIGHTS_BASE_URL`` points at a mirror, ``LAB_WEIGHTS_DIR`` at the cache folder.
+    """
+    import keras
+
+    base = os.environ.get("LAB_WEIGHTS_BASE_URL", DEFAULT_WEIGHTS_BASE_URL)
+    fname = mobilenet_weights_file(image_size)
+    url = base.rstrip("/") + "/" + fname
+    cache_dir = os.environ.get("LAB_WEIGHTS_DIR") or None
+    if cache_dir:
+        # Keras silently falls back to /tmp/.keras when the folder does not exist yet.
+        os.makedirs(cache_dir, exist_ok=True)
+    try:
+        return keras.utils.get_file(fname, url, cache_subdir="models", cache_dir=cache_dir)
+    except Exception as exc:  # get_file wraps every network error in a plain Exception
+        raise WeightsDownloadError(
+            f"could not download the ImageNet weights for mobilenet_v2 from {url} "
+            f"(is this machine offline?); choose a from-scratch recipe such as fast_cnn, "
+            f"or copy {fname} into the weights folder"
+        ) from exc
+
+
+def build_mobilenet_v2(image_size: int, augment: bool, pretrained: bool = True, **_: Any):
+    """Transfer learning: a frozen ImageNet MobileNetV2 with a new sigmoid head.
+
+    The base is built on our own input tensor so the model stays one flat graph: Grad-CAM
+    can then reach the base's last convolution directly.
+    """
+    import keras
+    from keras import layers
+
+    if image_size < 32:
+        raise ModelError("mobilenet_v2 needs an image size of at least 32 pixels")
+    weights_path = download_mobilenet_weights(image_size) if pretrained else None
+    inputs = keras.Input((image_size, image_size, 3), name="image")
+    x = _augmentation(inputs) if augment else inputs
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)  # MobileNet wants [-1, 1]
+    base = keras.applications.MobileNetV2(
+        input_tensor=x, input_shape=(image_size, image_size, 3), include_top=False, weights=None
+    )
+    if weights_path:
+        # Load into a stand-alone copy, then copy layer by layer (the names are Keras's own):
+        # our base also holds the augmentation layers, which a whole-file load would trip on.
+        try:
+            donor = keras.applications.MobileNetV2(
+                input_shape=(image_size, image_size, 3), include_top=False, weights=weights_path)
+        except Exception as exc:
+            raise ModelError(f"the weights file {weights_path} is damaged or not MobileNetV2 "
+                             f"weights ({type(exc).__name__}); delete it to download it again"
+                             ) from exc
+        for layer in donor.layers:
+            if layer.weights:
+                base.get_layer(layer.name).set_weights(layer.get_weights())
+    for layer in base.layers:
+        layer.trainable = False
+    x = layers.GlobalAveragePooling2D(name="gap")(base.output)
+    x = layers.Dropout(0.2)(x)
+    outputs = layers.Dense(1, activation="sigmoid", name="cat_probability")(x)
+    return keras.Model(inputs, outputs, name="mobilenet_v2")
+
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (
+        Recipe("fast_cnn", "fast demo: a small BatchNorm CNN that passes 90 % on a laptop CPU",
+               128, 2e-3, build_fast_cnn),
+        Recipe("seed_cnn", "the original notebook's CNN: 4 conv blocks, Flatten, Dense",
+               128, 1e-3, build_seed_cnn),
+        Recipe("mobilenet_v2", "transfer learning from ImageNet (downloads weights; "
+               "needs internet the first time)", 160, 1e-3, build_mobilenet_v2),
+    )
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe of that name; ModelError naming the choices otherwise."""
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ModelError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}") from None
+
+
+def build_model(name: str, image_size: int, augment: bool = True, learning_rate: float = 1e-3,
+                **kwargs: Any):
+    """Build and compile a recipe's model (binary cross-entropy, Adam, accuracy)."""
+    import keras
+
+    model = get_recipe(name).build(image_size, augment, **kwargs)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="binary_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model

@@ -1,0 +1,236 @@
+"""``train()``: one training run from a config to a saved model, reporting events as it goes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ml.config import TrainConfig, parse_config
+from ml.data import CLASS_NAMES, require_photos, scan, split_frame, stratified_sample
+from ml.errors import DatasetError
+from ml.events import BATCH_EVENTS_PER_S, EventEmitter, EventHandler
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+CARD_FILE = "card.json"
+CHECKPOINT_FILE = "best.weights.h5"
+
+
+def _lr(model) -> float:
+    """The optimizer's current learning rate, read from the optimizer itself."""
+    import keras
+
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+def _make_event_callback(emitter: EventEmitter, *, steps: int, batch_size: int,
+                         train_count: int, should_stop: Callable[[], bool] | None,
+                         checkpoint_path: Path, early_stopping):
+    """A Keras callback that turns training progress into events and checks for cancel."""
+    import keras
+
+    class EventCallback(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.cancelled = False
+            self.best_val_accuracy: float | None = None
+            self.best_epoch: int | None = None
+            self.best_weights = None
+            self.history: list[dict[str, Any]] = []
+            self.early_stopped_at: int | None = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self._epoch_no = epoch + 1
+            self._t0 = time.monotonic()
+            self._last_emit = 0.0
+            self._lr_begin = _lr(self.model)
+            self._steps_done = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            logs = logs or {}
+            step = batch + 1
+            self._steps_done = step
+            now = time.monotonic()
+            # Throttled, but always the first and last step so every epoch shows up.
+            if step in (1, steps) or now - self._last_emit >= 1.0 / BATCH_EVENTS_PER_S:
+                self._last_emit = now
+                seen = min(step * batch_size, train_count)
+                emitter.emit(
+                    "batch", epoch=self._epoch_no, step=step, steps=steps,
+                    loss=logs.get("loss"), accuracy=logs.get("accuracy"), lr=self._lr_begin,
+                    images_per_s=seen / max(now - self._t0, 1e-9),
+                    aggregation="running_mean",
+                )
+            if should_stop is not None and should_stop():
+                self.cancelled = True
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs = dict(logs or {})
+            epoch_no = epoch + 1
+            row = {
+                "epoch": epoch_no,
+                "loss": logs.get("loss"),
+                "accuracy": logs.get("accuracy"),
+                "val_loss": logs.get("val_loss"),
+                "val_accuracy": logs.get("val_accuracy"),
+                "lr": self._lr_begin,
+                "seconds": time.monotonic() - self._t0,
+            }
+            partial = self.cancelled and self._steps_done < steps
+            emitter.emit("epoch", **row, partial=partial)
+            self.history.append(row)
+            val_acc = logs.get("val_accuracy")
+            if val_acc is not None and (self.best_val_accuracy is None
+                                        or val_acc > self.best_val_accuracy):
+                self.best_val_accuracy = float(val_acc)
+                self.best_epoch = epoch_no
+                self.best_weights = self.model.get_weights()
+                # On disk too, so a killed run still leaves its best epoch behind.
+                self.model.save_weights(checkpoint_path)
+                emitter.emit("checkpoint", epoch=epoch_no, val_accuracy=float(val_acc))
+            new_lr = _lr(self.model)
+            if new_lr < self._lr_begin * (1 - 1e-6):
+                emitter.emit("lr_reduced", epoch=epoch_no, old_lr=self._lr_begin, new_lr=new_lr)
+            if early_stopping.stopped_epoch == epoch and self.model.stop_training \
+                    and not self.cancelled:
+                self.early_stopped_at = epoch_no
+                emitter.emit("early_stopped", epoch=epoch_no, best_epoch=self.best_epoch)
+
+    return EventCallback()
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically so a reader never sees half a card."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLike[str],
+          out_dir: str | os.PathLike[str], *, on_event: EventHandler | None = None,
+          should_stop: Callable[[], bool] | None = None, run_id: str | None = None,
+          start_seq: int = 0, pretrained: bool = True) -> dict[str, Any]:
+    """Train a model on a dataset folder and save ``model.keras`` plus ``card.json`` in out_dir.
+
+    Events go to ``on_event`` as they happen (see ``ml.events``); ``should_stop`` is polled
+    after every batch and ends the run early as ``cancelled``, keeping the best weights so far.
+    Always emits ``run_finished``; re-raises the error of a failed run after emitting it.
+    Returns the run summary (the card without its history).
+    """
+    cfg = config if isinstance(config, TrainConfig) else parse_config(config)
+    run_id = run_id or uuid.uuid4().hex[:12]
+    emitter = EventEmitter(run_id, on_event, start_seq=start_seq)
+    out = Path(out_dir)
+    try:
+        summary = _train(cfg, Path(data_dir), out, emitter, should_stop, run_id, pretrained)
+    except BaseException as exc:
+        status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
+        emitter.emit("run_finished", status=status, best_val_accuracy=None, best_epoch=None,
+                     model_id=None, error=str(exc) or type(exc).__name__)
+        raise
+    emitter.emit("run_finished", status=summary["status"],
+                 best_val_accuracy=summary["metrics"]["best_val_accuracy"],
+                 best_epoch=summary["metrics"]["best_epoch"], model_id=summary["model_id"],
+                 error=None)
+    return summary
+
+
+def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
+           should_stop: Callable[[], bool] | None, run_id: str, pretrained: bool
+           ) -> dict[str, Any]:
+    from ml.recipes import build_model, get_recipe
+
+    recipe = get_recipe(cfg.recipe)
+    image_size = cfg.image_size or recipe.image_size
+    learning_rate = cfg.learning_rate or recipe.learning_rate
+
+    result = scan(data_dir)
+    require_photos(result, minimum_per_class=2)
+    df = result.images
+    if cfg.limit:
+        df = stratified_sample(df, cfg.limit, seed=cfg.seed)
+    train_df, val_df = split_frame(df, cfg.val_split, seed=cfg.seed)
+    if len(val_df) == 0 or len(train_df) == 0:
+        raise DatasetError("too few photos to hold some out for validation; add more photos")
+
+    import keras
+    import tensorflow as tf
+
+    from ml.pipeline import make_dataset
+
+    keras.utils.set_random_seed(cfg.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    train_ds = make_dataset(train_df, image_size, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    val_ds = make_dataset(val_df, image_size, cfg.batch_size, shuffle=False)
+    steps = math.ceil(len(train_df) / cfg.batch_size)
+    model = build_model(cfg.recipe, image_size, augment=cfg.augment,
+                        learning_rate=learning_rate, pretrained=pretrained)
+
+    emitter.emit("run_started", config=cfg.to_dict(), recipe=cfg.recipe, image_size=image_size,
+                 learning_rate=learning_rate, epochs=cfg.epochs, steps_per_epoch=steps,
+                 train_count=len(train_df), val_count=len(val_df),
+                 skipped_count=len(result.skipped))
+    reduce_lr = keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=1e-9)
+    early_stopping = keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", mode="max", patience=cfg.early_stopping_patience)
+    checkpoint_path = out / CHECKPOINT_FILE
+    events = _make_event_callback(
+        emitter, steps=steps, batch_size=cfg.batch_size,
+        train_count=len(train_df), should_stop=should_stop, checkpoint_path=checkpoint_path,
+        early_stopping=early_stopping)
+    started = time.monotonic()
+    # Order matters: the event callback runs last so it sees this epoch's LR reduction and
+    # early-stopping decision.
+    with warnings.catch_warnings():
+        # The dataset's length is unknown to Keras (undecodable files are dropped), so it
+        # warns at the end of every first epoch that the input "ran out of data".
+        warnings.filterwarnings("ignore", message=".*ran out of data.*")
+        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
+                  callbacks=[reduce_lr, early_stopping, events], verbose=0,
+                  shuffle=False)  # the dataset shuffles itself
+    seconds = time.monotonic() - started
+    if events.best_weights is not None:
+        model.set_weights(events.best_weights)  # keep the best epoch, not the last
+    model_path = out / MODEL_FILE
+    model.save(model_path)
+    status = "cancelled" if events.cancelled else "succeeded"
+    card = {
+        "model_id": run_id,
+        "status": status,
+        "recipe": cfg.recipe,
+        "image_size": image_size,
+        "class_names": list(CLASS_NAMES),
+        "label_meaning": "sigmoid output = probability of cat (label 1); dog is label 0",
+        "config": cfg.to_dict(),
+        "learning_rate": learning_rate,
+        "data_dir": str(result.root),
+        "counts": {"train": len(train_df), "val": len(val_df),
+                   "skipped": len(result.skipped)},
+        "metrics": {
+            "best_val_accuracy": events.best_val_accuracy,
+            "best_epoch": events.best_epoch,
+            "epochs_run": len(events.history),
+            "early_stopped_epoch": events.early_stopped_at,
+            "train_seconds": seconds,
+            "images_per_s": (len(train_df) * len(events.history) / seconds) if seconds else None,
+        },
+        "history": events.history,
+        "model_file": MODEL_FILE,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
+    }
+    _write_json(out / CARD_FILE, card)
+    log.info("saved %s (best val accuracy %s at epoch %s)", model_path,
+             events.best_val_accuracy, events.best_epoch)
+    return {k: v for k, v in card.items() if k != "history"}
