@@ -1,0 +1,75 @@
+"""Shared fixtures: tests make their own small photos; none are committed."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_TRAIN = ROOT.parent / "shared" / "data" / "dogs-vs-cats" / "train"
+
+
+def synthetic_photo(kind: str, size: int = 40, seed: int = 0) -> Image.Image:
+    """A made-up 'photo' a tiny CNN can learn: cats warm with a bright blob, dogs cool."""
+    rng = np.random.default_rng(seed)
+    base = np.array([200, 120, 40] if kind == "cat" else [40, 90, 200], dtype=np.float64)
+    img = base + rng.normal(0, 30, (size, size, 3))
+    cy, cx = rng.integers(size // 4, 3 * size // 4, 2)
+    yy, xx = np.mgrid[:size, :size]
+    blob = ((yy - cy) ** 2 + (xx - cx) ** 2) < (size // 6) ** 2
+    img[blob] = [255, 255, 255] if kind == "cat" else [0, 0, 0]
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+
+def photo_bytes(kind: str = "cat", fmt: str = "JPEG", size: int = 40, seed: int = 0,
+                mode: str | None = None, **save_kw) -> bytes:
+    image = synthetic_photo(kind, size, seed)
+    if mode:
+        image = image.convert(mode)
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **save_kw)
+    return buf.getvalue()
+
+
+def make_flat_dataset(folder: Path, per_class: int, size: int = 40) -> Path:
+    """Kaggle layout: cat.N.jpg / dog.N.jpg in one folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for kind in ("cat", "dog"):
+        for i in range(per_class):
+            seed = i if kind == "cat" else 10_000 + i
+            (folder / f"{kind}.{i}.jpg").write_bytes(photo_bytes(kind, size=size, seed=seed))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """24 cats and 24 dogs at 40 px in the Kaggle layout."""
+    return make_flat_dataset(tmp_path_factory.mktemp("tiny") / "train", per_class=24)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
+    """A fast_cnn trained for 3 epochs on the tiny dataset: its folder holds model + card."""
+    from ml.train import train
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    train({"epochs": 3, "image_size": 32, "batch_size": 8, "learning_rate": 0.01,
+           "augment": False}, tiny_dataset, out)
+    return out
+
+
+def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 300
+            ) -> subprocess.CompletedProcess:
+    """Run ``python -m ml ...`` as a user would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "ml", *args], cwd=cwd, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,42 @@
+"""Run config validation: defaults, bounds, unknown keys, every bad field named at once."""
+
+from __future__ import annotations
+
+import pytest
+
+from ml.config import TrainConfig, parse_config
+from ml.errors import ConfigError
+
+
+def test_empty_config_gets_defaults():
+    cfg = parse_config({})
+    assert cfg == TrainConfig()
+    assert cfg.recipe == "fast_cnn" and cfg.epochs > 0 and 0 < cfg.val_split < 1
+
+
+def test_valid_values_are_kept_and_whole_floats_become_ints():
+    cfg = parse_config({"recipe": "seed_cnn", "epochs": 3.0, "learning_rate": 1e-4,
+                        "augment": False, "limit": 100})
+    assert (cfg.recipe, cfg.epochs, cfg.learning_rate, cfg.augment, cfg.limit) == (
+        "seed_cnn", 3, 1e-4, False, 100)
+    assert isinstance(cfg.epochs, int)
+
+
+def test_every_bad_field_is_named():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"learning_rate": -0.1, "epochs": 0, "batch_size": 2.5,
+                      "recipe": "resnet9000", "augment": "yes", "colour": "red",
+                      "val_split": float("nan")})
+    fields = info.value.fields
+    assert set(fields) == {"learning_rate", "epochs", "batch_size", "recipe", "augment",
+                           "colour", "val_split"}
+    assert "at least" in fields["learning_rate"]
+    assert "whole number" in fields["batch_size"]
+    assert "fast_cnn" in fields["recipe"]  # names the choices
+    assert fields["colour"] == "unknown setting"
+
+
+def test_strings_and_booleans_are_not_numbers():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"epochs": "10", "batch_size": True})
+    assert set(info.value.fields) == {"epochs", "batch_size"}

@@ -1,0 +1,35 @@
+"""ml/ is a pure library: no Flask, Celery or Redis, and no TensorFlow at import time."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+FORBIDDEN = {"flask", "flask_socketio", "celery", "redis", "kombu", "socketio"}
+
+
+def test_ml_never_imports_web_or_queue_packages():
+    for path in Path(ROOT, "ml").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in FORBIDDEN, f"{path}: imports {name}"
+
+
+def test_importing_ml_does_not_load_tensorflow():
+    modules = ["ml", "ml.cli", "ml.config", "ml.data", "ml.evaluate", "ml.events",
+               "ml.model_io", "ml.pipeline", "ml.predict", "ml.recipes", "ml.train"]
+    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            "print(sorted(m for m in ('tensorflow', 'keras', 'flask', 'celery') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.strip()
+    assert out == "[]"

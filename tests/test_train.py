@@ -1,0 +1,105 @@
+"""train(): events in order, files written, cooperative cancel, LR reduction, early stop."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ml.errors import DatasetError
+from ml.events import EVENT_TYPES
+from ml.train import train
+
+FAST = {"image_size": 32, "batch_size": 8, "augment": False}
+
+
+def collect(config, data, out, **kw):
+    events: list[dict] = []
+    summary = train(config, data, out, on_event=events.append, run_id="r1", **kw)
+    return summary, events
+
+
+def test_events_schema_order_and_files(tiny_dataset, tmp_path):
+    summary, events = collect({**FAST, "epochs": 2, "early_stopping_patience": 10},
+                              tiny_dataset, tmp_path)
+    types = [e["type"] for e in events]
+    assert types[0] == "run_started" and types[-1] == "run_finished"
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    for e in events:
+        assert e["type"] in EVENT_TYPES and e["run_id"] == "r1" and e["ts"] > 0
+        json.dumps(e, allow_nan=False)  # plain JSON, no NaN
+    started = events[0]
+    assert started["epochs"] == 2 and started["train_count"] + started["val_count"] == 48
+    assert started["steps_per_epoch"] == -(-started["train_count"] // 8)
+    epochs = [e for e in events if e["type"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    for e in epochs:
+        assert 0 <= e["val_accuracy"] <= 1 and e["loss"] > 0 and e["lr"] == pytest.approx(2e-3)
+    batches = [e for e in events if e["type"] == "batch"]
+    for epoch in (1, 2):
+        steps = [b["step"] for b in batches if b["epoch"] == epoch]
+        assert steps[0] == 1 and steps[-1] == started["steps_per_epoch"]  # first and last
+    assert all(b["aggregation"] == "running_mean" and b["images_per_s"] > 0 for b in batches)
+    # every batch event of epoch 1 comes before the epoch-1 summary
+    first_epoch_seq = epochs[0]["seq"]
+    assert all(b["seq"] < first_epoch_seq for b in batches if b["epoch"] == 1)
+    assert any(e["type"] == "checkpoint" and e["epoch"] == 1 for e in events)
+    finished = events[-1]
+    assert finished["status"] == "succeeded" and finished["error"] is None
+    assert finished["model_id"] == "r1"
+    assert finished["best_val_accuracy"] == max(e["val_accuracy"] for e in epochs)
+
+    assert (tmp_path / "model.keras").stat().st_size > 10_000
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["image_size"] == 32 and card["class_names"] == ["dog", "cat"]
+    assert card["recipe"] == "fast_cnn" and len(card["history"]) == 2
+    assert card["metrics"]["best_epoch"] == finished["best_epoch"]
+    assert summary["status"] == "succeeded" and "history" not in summary
+
+
+def test_lr_reduction_and_early_stop_are_reported(tiny_dataset, tmp_path):
+    # A learning rate so small that nothing improves: the plateau logic must act on epoch 2.
+    _, events = collect({**FAST, "recipe": "seed_cnn", "image_size": 48, "epochs": 6,
+                         "learning_rate": 1e-7, "lr_patience": 0, "lr_factor": 0.5,
+                         "early_stopping_patience": 1},
+                        tiny_dataset, tmp_path)
+    reduced = [e for e in events if e["type"] == "lr_reduced"]
+    assert reduced and reduced[0]["epoch"] == 2
+    assert reduced[0]["new_lr"] == pytest.approx(reduced[0]["old_lr"] * 0.5, rel=1e-3)
+    stopped = [e for e in events if e["type"] == "early_stopped"]
+    assert len(stopped) == 1 and stopped[0] == {**stopped[0], "epoch": 2, "best_epoch": 1}
+    assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2]
+    # the epoch after a reduction trains at the new rate
+    assert events[-1]["status"] == "succeeded"
+
+
+def test_should_stop_cancels_at_next_batch_and_keeps_model(tiny_dataset, tmp_path):
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) >= 2  # stop after the second batch
+
+    summary, events = collect({**FAST, "epochs": 5}, tiny_dataset, tmp_path,
+                              should_stop=should_stop)
+    assert len(calls) == 2
+    epochs = [e for e in events if e["type"] == "epoch"]
+    assert len(epochs) == 1 and epochs[0]["partial"] is True
+    assert events[-1]["type"] == "run_finished" and events[-1]["status"] == "cancelled"
+    assert summary["status"] == "cancelled"
+    assert (tmp_path / "model.keras").exists()  # best weights so far are kept
+
+
+def test_failed_run_reports_run_finished_failed(tmp_path):
+    events: list[dict] = []
+    with pytest.raises(DatasetError, match="does not exist"):
+        train({"epochs": 1}, tmp_path / "missing", tmp_path / "out", on_event=events.append)
+    assert [e["type"] for e in events] == ["run_finished"]
+    assert events[0]["status"] == "failed" and "does not exist" in events[0]["error"]
+
+
+def test_empty_dataset_is_a_clear_error(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("no photos here")
+    with pytest.raises(DatasetError, match="no usable cat or dog photos"):
+        train({"epochs": 1}, tmp_path / "data", tmp_path / "out")
