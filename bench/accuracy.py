@@ -1,0 +1,137 @@
+"""Held-out accuracy benchmark: train a recipe on part of a dataset, test on photos it never saw.
+
+The dataset is split once (stratified, fixed seed) into a training folder and a held-out
+folder of symbolic links; ``ml.train`` sees only the training folder (and splits its own
+validation part from it); ``ml.evaluate`` then measures the held-out folder. Results go to
+``bench/out/results/<recipe>.json`` and a Markdown row is printed for docs/BENCHMARKS.md.
+
+    python bench/accuracy.py --data ../shared/data/dogs-vs-cats/train --recipe fast_cnn
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from ml.data import scan, split_frame  # noqa: E402
+from ml.evaluate import evaluate  # noqa: E402
+from ml.train import train  # noqa: E402
+
+log = logging.getLogger("bench.accuracy")
+
+
+def make_split(data: Path, work: Path, holdout: float, seed: int) -> tuple[Path, Path]:
+    """Symlink folders ``train/`` and ``holdout/``; names carry the class so labels survive."""
+    folder = work / f"split-h{holdout:g}-s{seed}"
+    train_dir, test_dir = folder / "train", folder / "holdout"
+    if (folder / "done").exists():
+        return train_dir, test_dir
+    df = scan(data).images
+    train_df, test_df = split_frame(df, holdout, seed=seed)
+    for target, part in ((train_dir, train_df), (test_dir, test_df)):
+        target.mkdir(parents=True, exist_ok=True)
+        for i, row in enumerate(part.itertuples()):
+            src = Path(row.image_path)
+            link = target / f"{row.class_name}.{i}{src.suffix.lower()}"
+            if not link.exists():
+                link.symlink_to(src)
+    (folder / "done").write_text(json.dumps({"train": len(train_df), "holdout": len(test_df)}))
+    return train_dir, test_dir
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--recipe", default="fast_cnn")
+    parser.add_argument("--holdout", type=float, default=0.1)
+    parser.add_argument("--split-seed", type=int, default=2026)
+    parser.add_argument("--work", default="bench/out")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--image-size", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--early-stopping-patience", type=int)
+    parser.add_argument("--lr-patience", type=int)
+    parser.add_argument("--limit", type=int)
+    parser.add_argument("--tag", default="", help="suffix for the result file name")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    work = Path(args.work)
+    train_dir, test_dir = make_split(Path(args.data), work, args.holdout, args.split_seed)
+    config = {"recipe": args.recipe, "epochs": args.epochs}
+    for key in ("image_size", "batch_size", "learning_rate", "early_stopping_patience",
+                "lr_patience", "limit"):
+        if getattr(args, key) is not None:
+            config[key] = getattr(args, key)
+    name = args.recipe + (f"-{args.tag}" if args.tag else "")
+    out = work / "models" / name
+    first_90: list[int] = []
+
+    def on_event(event: dict) -> None:
+        if event["type"] == "epoch":
+            log.info("epoch %d  loss %.4f acc %.4f  val_loss %.4f val_acc %.4f  lr %.2g  %.0f s",
+                     event["epoch"], event["loss"], event["accuracy"], event["val_loss"],
+                     event["val_accuracy"], event["lr"], event["seconds"])
+            if event["val_accuracy"] >= 0.9 and not first_90:
+                first_90.append(event["epoch"])
+        elif event["type"] in ("lr_reduced", "early_stopped"):
+            log.info("%s", event)
+
+    started = time.monotonic()
+    summary = train(config, train_dir, out, on_event=on_event)
+    wall = time.monotonic() - started
+    report = evaluate(out / "model.keras", test_dir)
+    metrics = summary["metrics"]
+    result = {
+        "recipe": args.recipe,
+        "config": summary["config"],
+        "image_size": summary["image_size"],
+        "train_photos": summary["counts"]["train"],
+        "val_photos": summary["counts"]["val"],
+        "holdout_photos": report["n"],
+        "holdout_accuracy": report["accuracy"],
+        "holdout_confusion": report["confusion"],
+        "best_val_accuracy": metrics["best_val_accuracy"],
+        "best_epoch": metrics["best_epoch"],
+        "epochs_run": metrics["epochs_run"],
+        "first_epoch_val_at_least_90": first_90[0] if first_90 else None,
+        "train_seconds": metrics["train_seconds"],
+        "wall_seconds_incl_scan_and_save": wall,
+        "train_images_per_s": metrics["images_per_s"],
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores",
+        "command": "python " + " ".join(sys.argv),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    results = work / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{name}.json").write_text(json.dumps(result, indent=2))
+    log.info("held-out accuracy %.4f on %d photos", report["accuracy"], report["n"])
+    print(f"| {args.recipe} | {result['image_size']} | {result['epochs_run']} "
+          f"(best {result['best_epoch']}) | {result['train_seconds'] / 60:.1f} min | "
+          f"{result['train_images_per_s']:.0f} | {result['best_val_accuracy']:.4f} | "
+          f"**{result['holdout_accuracy']:.4f}** ({report['n']}) |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
