@@ -12,7 +12,9 @@ Types and their fields (beyond the four common ones):
                      aggregation="running_mean" (Keras reports batch metrics as running means
                      over the epoch so far, not the loss of that one batch). Throttled: at most
                      ``BATCH_EVENTS_PER_S`` a second, plus the first and last step of each epoch.
-- ``epoch``          epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds
+- ``epoch``          epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds (with
+                     validation), images_per_s (training part only), partial (cancelled
+                     mid-epoch)
 - ``lr_reduced``     epoch, old_lr, new_lr
 - ``early_stopped``  epoch, best_epoch
 - ``checkpoint``     epoch, val_accuracy
