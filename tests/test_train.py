@@ -35,6 +35,7 @@ def test_events_schema_order_and_files(tiny_dataset, tmp_path):
     assert [e["epoch"] for e in epochs] == [1, 2]
     for e in epochs:
         assert 0 <= e["val_accuracy"] <= 1 and e["loss"] > 0 and e["lr"] == pytest.approx(2e-3)
+        assert e["images_per_s"] > 0 and e["partial"] is False
     batches = [e for e in events if e["type"] == "batch"]
     for epoch in (1, 2):
         steps = [b["step"] for b in batches if b["epoch"] == epoch]
