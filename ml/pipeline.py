@@ -43,6 +43,9 @@ def make_dataset(df: pd.DataFrame, image_size: int, batch_size: int, *, shuffle:
 
     if cache is None:
         cache = len(df) * image_size * image_size * 3 <= cache_budget_bytes()
+        if not cache:
+            log.info("not caching %d photos at %d px: over the %d MB budget (LAB_CACHE_MB)",
+                     len(df), image_size, cache_budget_bytes() // 2**20)
     paths = df["image_path"].astype(str).to_numpy()
     labels = df["label"].astype("float32").to_numpy()
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))
@@ -54,8 +57,6 @@ def make_dataset(df: pd.DataFrame, image_size: int, batch_size: int, *, shuffle:
     ds = ds.ignore_errors(log_warning=True)
     if cache:
         ds = ds.cache()
-    else:
-        log.info("not caching %d images at %d px: over the memory budget", len(df), image_size)
     if shuffle:
         ds = ds.shuffle(min(len(df), 20_000), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
