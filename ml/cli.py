@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from ml.errors import ConfigError, LabError
+from ml.tf_env import import_tensorflow_quietly
 
 log = logging.getLogger("ml")
 
@@ -26,24 +26,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(EXIT_ERROR, f"error: {message} (see '{self.prog} --help')\n")
-
-
-def _quiet_tensorflow() -> None:
-    """Import TensorFlow with file descriptor 2 pointed at /dev/null.
-
-    TensorFlow's C++ start-up banners (oneDNN, absl) ignore TF_CPP_MIN_LOG_LEVEL and would
-    bury our one-sentence messages; a failed import still raises normally.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        import tensorflow  # noqa: F401
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _print_json(data: Any) -> None:
@@ -222,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     if args.command != "scan":  # scan never needs TensorFlow
-        _quiet_tensorflow()
+        import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("tensorflow", "absl", "h5py"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from ml.tf_env import import_tensorflow_quietly
+
+import_tensorflow_quietly()  # keeps TensorFlow's C++ banners out of the test log
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TRAIN = ROOT.parent / "shared" / "data" / "dogs-vs-cats" / "train"

@@ -34,7 +34,9 @@ def test_one_epoch_on_real_photos(tmp_path):
     # evaluate reads real JPEGs through the same pipeline
     subset = tmp_path / "subset"
     subset.mkdir()
-    for path in sorted(SHARED_TRAIN.glob("*.jpg"))[:20]:
-        (subset / path.name).symlink_to(path)
+    for kind in ("cat", "dog"):
+        for path in sorted(SHARED_TRAIN.glob(f"{kind}.*.jpg"))[:10]:
+            (subset / path.name).symlink_to(path)
     report = evaluate(loaded, subset)
     assert report["n"] == 20 and sum(map(sum, report["confusion"])) == 20
+    assert [sum(row) for row in report["confusion"]] == [10, 10]  # 10 true dogs, 10 true cats
