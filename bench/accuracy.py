@@ -24,6 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from ml.data import scan, split_frame  # noqa: E402
 from ml.evaluate import evaluate  # noqa: E402
+from ml.tf_env import import_tensorflow_quietly  # noqa: E402
 from ml.train import train  # noqa: E402
 
 log = logging.getLogger("bench.accuracy")
@@ -75,6 +76,7 @@ def main() -> int:
     parser.add_argument("--tag", default="", help="suffix for the result file name")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    import_tensorflow_quietly()
 
     work = Path(args.work)
     train_dir, test_dir = make_split(Path(args.data), work, args.holdout, args.split_seed)
