@@ -238,6 +238,6 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
     _write_json(out / CARD_FILE, card)
-    log.info("saved %s (best val accuracy %s at epoch %s)", model_path,
+    log.debug("saved %s (best val accuracy %s at epoch %s)", model_path,
              events.best_val_accuracy, events.best_epoch)
     return {k: v for k, v in card.items() if k != "history"}
