@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ml.errors import ConfigError, LabError
+from ml.errors import LabError
 from ml.tf_env import import_tensorflow_quietly
 
 log = logging.getLogger("ml")
@@ -100,9 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ml.config import parse_config
     from ml.train import train
 
-    config = parse_config(_config_from_args(args))  # validate before the slow imports
-    if not Path(args.data).is_dir():
-        raise LabError(f"dataset folder {args.data} does not exist")
+    config = parse_config(_config_from_args(args))  # bad options fail before any scan
     summary = train(config, args.data, args.out, on_event=_ProgressBar(sys.stderr.isatty()
                                                                        or args.progress))
     metrics = summary["metrics"]
@@ -210,9 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
         return args.func(args)
-    except ConfigError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-    except LabError as exc:
+    except LabError as exc:  # ConfigError included: it names every bad field
         sys.stderr.write(f"error: {exc}\n")
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")

@@ -51,7 +51,7 @@ _BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
 }
 
 
-def _check_number(name: str, value: Any, kind: type, lo: float | None, hi: float | None):
+def _check_number(value: Any, kind: type, lo: float | None, hi: float | None):
     """Return (value, None) or (None, message)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None, f"must be a number, got {value!r}"
@@ -97,7 +97,7 @@ def parse_config(data: dict[str, Any] | None) -> TrainConfig:
                 values[key] = value
         else:
             kind, lo, hi = _BOUNDS[key]
-            checked, problem = _check_number(key, value, kind, lo, hi)
+            checked, problem = _check_number(value, kind, lo, hi)
             if problem:
                 errors[key] = problem
             else:

@@ -30,7 +30,6 @@ CLASS_NAMES = ("dog", "cat")  # index = label: 0 = dog, 1 = cat
 LABELS = {name: i for i, name in enumerate(CLASS_NAMES)}
 
 # Formats tf.io.decode_image decodes; anything else is reported, not trained on.
-TRAINABLE_FORMATS = ("JPEG", "PNG", "GIF", "BMP")
 _MAGIC = (
     (b"\xff\xd8\xff", "JPEG"),
     (b"\x89PNG\r\n\x1a\n", "PNG"),

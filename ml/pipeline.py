@@ -23,21 +23,32 @@ def cache_budget_bytes() -> int:
     return int(os.environ.get("LAB_CACHE_MB", DEFAULT_CACHE_MB)) * 1024 * 1024
 
 
+def resize_to_uint8(image, image_size: int):
+    """Resize an (h, w, 3) image to (size, size, 3) uint8, squashed, not cropped.
+
+    Training and prediction both go through here, so a photo scores the same either way.
+    """
+    import tensorflow as tf
+
+    image = tf.image.resize(image, (image_size, image_size), antialias=True)
+    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+
+
 def decode_and_resize(data, image_size: int):
-    """Decode JPEG/PNG/GIF/BMP bytes to a (size, size, 3) uint8 tensor (squashed, not cropped)."""
+    """Decode JPEG/PNG/GIF/BMP bytes to a (size, size, 3) uint8 tensor."""
     import tensorflow as tf
 
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
-    image = tf.image.resize(image, (image_size, image_size), antialias=True)
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+    return resize_to_uint8(image, image_size)
 
 
 def make_dataset(df: pd.DataFrame, image_size: int, batch_size: int, *, shuffle: bool,
                  seed: int = 42, cache: bool | None = None):
     """A batched ``tf.data.Dataset`` of (uint8 image, float label) from a scan DataFrame.
 
-    Files that fail to decode despite passing the scan (e.g. a CMYK JPEG TensorFlow cannot
-    convert) are dropped with a warning instead of stopping the run.
+    Files that fail to decode despite passing the scan (the scan reads only a file's head
+    and tail, so a JPEG with garbage inside gets through) are dropped with a warning
+    instead of stopping the run.
     """
     import tensorflow as tf
 

@@ -59,11 +59,10 @@ def load_rgb(data: bytes) -> Image.Image:
 
 def to_model_input(image: Image.Image, image_size: int) -> np.ndarray:
     """Resize exactly as the training pipeline does: (size, size, 3) float32 in 0..255."""
-    import tensorflow as tf
+    from ml.pipeline import resize_to_uint8
 
-    arr = np.asarray(image, dtype=np.uint8)
-    resized = tf.image.resize(arr, (image_size, image_size), antialias=True)
-    return np.clip(np.round(resized.numpy()), 0, 255).astype(np.float32)
+    return resize_to_uint8(np.asarray(image, dtype=np.uint8), image_size).numpy().astype(
+        np.float32)
 
 
 def _result(p: float) -> dict[str, Any]:
@@ -86,10 +85,9 @@ def predict_bytes(loaded: LoadedModel, data: bytes) -> dict[str, Any]:
 def _last_conv_layer(model):
     """The last layer with a spatial (4-D) output: what Grad-CAM looks at."""
     for layer in reversed(model.layers):
-        shape = getattr(layer, "output", None)
-        shape = getattr(shape, "shape", None)
-        if shape is not None and len(shape) == 4 and layer.name != "image" \
-                and not layer.name.startswith(("aug_", "scale")):
+        if layer.name == "image" or layer.name.startswith(("aug_", "scale")):
+            continue
+        if len(getattr(layer.output, "shape", ())) == 4:
             return layer
     raise ImageError("this model has no convolution layer to explain")
 

@@ -41,13 +41,14 @@ def _augmentation(x):
     return layers.RandomZoom((-0.12, 0.12), fill_mode="reflect", name="aug_zoom")(x)
 
 
-def _inputs(image_size: int, augment: bool):
+def _inputs(image_size: int, augment: bool, scale: float = 1.0 / 255, offset: float = 0.0):
+    """The image input, augmentation when asked, and scaling of 0..255 pixels."""
     import keras
     from keras import layers
 
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = _augmentation(inputs) if augment else inputs
-    return inputs, layers.Rescaling(1.0 / 255, name="scale")(x)
+    return inputs, layers.Rescaling(scale, offset=offset, name="scale")(x)
 
 
 def build_seed_cnn(image_size: int, augment: bool, **_: Any):
@@ -154,15 +155,13 @@ def build_mobilenet_v2(image_size: int, augment: bool, pretrained: bool = True, 
     if image_size < 32:
         raise ModelError("mobilenet_v2 needs an image size of at least 32 pixels")
     weights_path = download_mobilenet_weights(image_size) if pretrained else None
-    inputs = keras.Input((image_size, image_size, 3), name="image")
-    x = _augmentation(inputs) if augment else inputs
-    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="scale")(x)  # MobileNet wants [-1, 1]
+    inputs, x = _inputs(image_size, augment, 1.0 / 127.5, -1.0)  # MobileNet wants [-1, 1]
     base = keras.applications.MobileNetV2(
         input_tensor=x, input_shape=(image_size, image_size, 3), include_top=False, weights=None
     )
     if weights_path:
-        # Load into a stand-alone copy, then copy layer by layer (the names are Keras's own):
-        # our base also holds the augmentation layers, which a whole-file load would trip on.
+        # Load into a stand-alone copy (the layout the file was saved from), then copy layer
+        # by layer by Keras's own names: our base also holds our input and scaling layers.
         try:
             donor = keras.applications.MobileNetV2(
                 input_shape=(image_size, image_size, 3), include_top=False, weights=weights_path)

@@ -44,7 +44,6 @@ def _make_event_callback(emitter: EventEmitter, *, steps: int, batch_size: int,
             self.cancelled = False
             self.best_val_accuracy: float | None = None
             self.best_epoch: int | None = None
-            self.best_weights = None
             self.history: list[dict[str, Any]] = []
             self.early_stopped_at: int | None = None
 
@@ -99,8 +98,7 @@ def _make_event_callback(emitter: EventEmitter, *, steps: int, batch_size: int,
                                         or val_acc > self.best_val_accuracy):
                 self.best_val_accuracy = float(val_acc)
                 self.best_epoch = epoch_no
-                self.best_weights = self.model.get_weights()
-                # On disk too, so a killed run still leaves its best epoch behind.
+                # On disk, so a killed run still leaves its best epoch behind.
                 self.model.save_weights(checkpoint_path)
                 emitter.emit("checkpoint", epoch=epoch_no, val_accuracy=float(val_acc))
             new_lr = _lr(self.model)
@@ -205,8 +203,8 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
                   callbacks=[reduce_lr, early_stopping, events], verbose=0,
                   shuffle=False)  # the dataset shuffles itself
     seconds = time.monotonic() - started
-    if events.best_weights is not None:
-        model.set_weights(events.best_weights)  # keep the best epoch, not the last
+    if events.best_epoch is not None:
+        model.load_weights(checkpoint_path)  # keep the best epoch, not the last
     model_path = out / MODEL_FILE
     model.save(model_path)
     status = "cancelled" if events.cancelled else "succeeded"

@@ -70,7 +70,6 @@ def test_lr_reduction_and_early_stop_are_reported(tiny_dataset, tmp_path):
     stopped = [e for e in events if e["type"] == "early_stopped"]
     assert len(stopped) == 1 and stopped[0] == {**stopped[0], "epoch": 2, "best_epoch": 1}
     assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2]
-    # the epoch after a reduction trains at the new rate
     assert events[-1]["status"] == "succeeded"
 
 
