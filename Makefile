@@ -18,11 +18,16 @@ help:
 
 install: $(VENV)/.installed
 
-# python3-venv is a separate Debian package; install it only when venv is missing.
+# OS packages, installed only when missing: python3-venv (a separate Debian package) and
+# redis-server (the job queue and live-event bus; the tests start their own).
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 os-deps:
-	@if ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then \
-	  echo "installing python3-venv (needs root)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip; \
+	@missing=""; \
+	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv python3-pip"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing OS packages:$$missing (needs root)"; \
+	  apt-get update -qq && $(APT_INSTALL) $$missing; \
 	fi
 
 $(VENV)/.installed: pyproject.toml | os-deps

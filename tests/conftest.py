@@ -75,3 +75,25 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: floa
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "ml", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def lab(tiny_dataset, tmp_path_factory):
+    """The real stack (redis-server, Celery worker, web server) over the tiny dataset."""
+    from tests.lab_stack import LabStack
+
+    stack = LabStack(tmp_path_factory.mktemp("lab"), tiny_dataset).start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def idle_lab(lab):
+    """The stack with nothing queued or running before and after the test."""
+    for part, start in ((lab.redis, lab.start_redis), (lab.worker, lab.start_worker),
+                        (lab.web, lab.start_web)):
+        if part is None or not part.alive():
+            start()
+    lab.cancel_active()
+    yield lab
+    lab.cancel_active()

@@ -1,0 +1,180 @@
+"""The real lab for tests: redis-server, a Celery worker and the web server, as processes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+import socketio
+from engineio import payload
+
+from worker import stack
+
+# python-engineio's client refuses polling responses of more than 16 packets, which a replay
+# easily is; browsers' socket.io-client has no such cap, so the test client should not either.
+payload.Payload.max_decode_packets = 10_000
+
+# Heartbeats every second and "lost" after 6 s, so worker-loss tests take seconds, not minutes.
+FAST_LOSS = {"LAB_HEARTBEAT_S": "1", "LAB_RUN_LOST_AFTER_S": "6"}
+# A tiny run: 40 training photos of 40 px at 32 px, a few seconds an epoch on one core.
+TINY = {"image_size": 32, "batch_size": 8, "augment": False, "learning_rate": 0.01}
+# A run that keeps going until it is cancelled or killed.
+ENDLESS = {**TINY, "epochs": 300, "early_stopping_patience": 100, "lr_patience": 100}
+
+
+class LabStack:
+    """Starts and restarts the parts; talks to the API like any client would."""
+
+    def __init__(self, workdir: Path, data_dir: Path, extra_env: dict[str, str] | None = None):
+        self.workdir = workdir
+        self.redis_port = stack.free_port()
+        self.web_port = stack.free_port()
+        self.env = {
+            "REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "DATABASE_URL": f"sqlite:///{workdir / 'lab.sqlite3'}",
+            "LAB_DATA_DIR": str(data_dir),
+            "LAB_MODELS_DIR": str(workdir / "models"),
+            **FAST_LOSS,
+            **(extra_env or {}),
+        }
+        self.url = f"http://127.0.0.1:{self.web_port}"
+        self.redis = self.worker = self.web = None
+
+    def start(self) -> LabStack:
+        self.start_redis()
+        self.start_worker()
+        self.start_web()
+        return self
+
+    def start_redis(self) -> None:
+        self.redis = stack.start_redis(self.redis_port, self.workdir / "redis")
+
+    def start_worker(self, name: str = "lab") -> None:
+        self.worker = stack.start_worker(self.env, self.workdir / f"worker-{name}.log", name=name)
+
+    def start_web(self) -> None:
+        self.web = stack.start_web(self.env, self.web_port, self.workdir / "web.log")
+
+    def stop(self) -> None:
+        for part in (self.web, self.worker, self.redis):
+            if part is not None:
+                part.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.log_text()[-4000:]}"
+                         for p in (self.web, self.worker, self.redis) if p is not None)
+
+    # -- API ----------------------------------------------------------------------------
+
+    def get(self, path: str, **kw) -> requests.Response:
+        return requests.get(self.url + path, timeout=30, **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        return requests.post(self.url + path, timeout=30, **kw)
+
+    def launch(self, config: dict[str, Any]) -> str:
+        resp = self.post("/api/runs", json=config)
+        assert resp.status_code == 202, resp.text
+        return resp.json()["id"]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        resp = self.get(f"/api/runs/{run_id}")
+        assert resp.status_code == 200, resp.text
+        return resp.json()
+
+    def events(self, run_id: str, after: int = 0) -> list[dict[str, Any]]:
+        return self.get(f"/api/runs/{run_id}/events", params={"after": after}).json()["events"]
+
+    def wait_status(self, run_id: str, statuses: tuple[str, ...] | str, timeout: float = 180
+                    ) -> dict[str, Any]:
+        statuses = (statuses,) if isinstance(statuses, str) else statuses
+        deadline = time.monotonic() + timeout
+        run = self.run(run_id)
+        while run["status"] not in statuses:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run {run_id} is {run['status']}, not {statuses} after "
+                                     f"{timeout:.0f} s\n{self.logs()}")
+            time.sleep(0.2)
+            run = self.run(run_id)
+        return run
+
+    def wait_event(self, run_id: str, type_: str, timeout: float = 180) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [e for e in self.events(run_id) if e["type"] == type_]
+            if found:
+                return found[0]
+            time.sleep(0.2)
+        raise AssertionError(f"no {type_} event for run {run_id} in {timeout:.0f} s\n"
+                             f"{self.logs()}")
+
+    def cancel_active(self) -> None:
+        """Leave the worker idle for the next test."""
+        for run in self.get("/api/runs").json()["runs"]:
+            if run["status"] in ("queued", "running"):
+                self.post(f"/api/runs/{run['id']}/cancel")
+        for run in self.get("/api/runs").json()["runs"]:
+            if run["status"] in ("queued", "running"):
+                self.wait_status(run["id"], ("cancelled", "failed", "succeeded"))
+
+
+class Viewer:
+    """A real python-socketio client watching one run, as a browser page would."""
+
+    def __init__(self, url: str, run_id: str, after: int = 0, transport: str = "websocket"):
+        self.url = url
+        self.run_id = run_id
+        self.events: list[dict[str, Any]] = []
+        self.finished = threading.Event()
+        self._lock = threading.Lock()
+        self.client = socketio.Client(reconnection=False)
+        self.client.on("run_event", self._on_event)
+        self.transport = transport
+        self.join_reply = None
+        self.connect(after)
+
+    def _on_event(self, ev: dict[str, Any]) -> None:
+        with self._lock:
+            self.events.append(ev)
+        if ev["type"] == "run_finished":
+            self.finished.set()
+
+    def connect(self, after: int = 0) -> None:
+        self.client.connect(self.url, transports=[self.transport], wait_timeout=20)
+        self.join_reply = self.client.call("join", {"run_id": self.run_id, "after": after},
+                                           timeout=30)
+
+    def disconnect(self) -> None:
+        # websocket-client waits 3 s for the close handshake; the server has the close frame
+        # at once, so the test need not wait for that.
+        threading.Thread(target=self.client.disconnect, daemon=True).start()
+
+    def reconnect(self) -> None:
+        """A new connection that asks for what came after the last event it has."""
+        self.client = socketio.Client(reconnection=False)
+        self.client.on("run_event", self._on_event)
+        self.connect(after=self.last_seq)
+
+    @property
+    def last_seq(self) -> int:
+        with self._lock:
+            return self.events[-1]["seq"] if self.events else 0
+
+    def wait_for(self, type_: str, timeout: float = 180) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                found = [e for e in self.events if e["type"] == type_]
+            if found:
+                return found[0]
+            time.sleep(0.05)
+        raise AssertionError(f"viewer saw no {type_} in {timeout:.0f} s; it has "
+                             f"{[(e['seq'], e['type']) for e in self.events]}")
+
+    def wait_finished(self, timeout: float = 180) -> list[dict[str, Any]]:
+        assert self.finished.wait(timeout), (
+            f"no run_finished in {timeout:.0f} s; got {[e['type'] for e in self.events]}")
+        return list(self.events)

@@ -1,0 +1,77 @@
+"""Configuration shared by the web process and the workers, read from the environment.
+
+Every setting has a local default so ``make run`` needs none of them. Relative paths are
+taken from the project root, so web and worker agree whichever folder they start in.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_DATA_DIR = "../shared/data/dogs-vs-cats/train"
+DEFAULT_MODELS_DIR = "models"
+DEFAULT_STATE_DIR = "lab-data"
+
+
+def _path(value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else (ROOT / path)
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {raw!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the lab keeps things and how its parts find each other."""
+
+    redis_url: str
+    database_url: str
+    data_dir: Path
+    models_dir: Path
+    # A running run whose worker has not written a heartbeat for this long is marked lost.
+    heartbeat_s: float = 5.0
+    lost_after_s: float = 60.0
+
+    @property
+    def socketio_channel(self) -> str:
+        """Pub/sub channel of the live events.
+
+        Redis pub/sub ignores the database number, so two labs sharing one redis-server on
+        different databases would hear each other: the channel carries the number. It does
+        not carry the host, which web and workers on other machines may spell differently.
+        """
+        db = (urlparse(self.redis_url).path or "/0").strip("/") or "0"
+        return f"kitten-puppy-lab:db{db}:live"
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``REDIS_URL``, ``DATABASE_URL``, ``LAB_DATA_DIR``, ``LAB_MODELS_DIR``..."""
+    env = os.environ if env is None else env
+    state_dir = _path(env.get("LAB_STATE_DIR") or DEFAULT_STATE_DIR)
+    database_url = env.get("DATABASE_URL") or f"sqlite:///{state_dir / 'lab.sqlite3'}"
+    return Settings(
+        redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
+        database_url=database_url,
+        data_dir=_path(env.get("LAB_DATA_DIR") or DEFAULT_DATA_DIR),
+        models_dir=_path(env.get("LAB_MODELS_DIR") or DEFAULT_MODELS_DIR),
+        heartbeat_s=_number(env, "LAB_HEARTBEAT_S", 5.0),
+        lost_after_s=_number(env, "LAB_RUN_LOST_AFTER_S", 60.0),
+    )
