@@ -8,13 +8,15 @@ TF_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 LAB_DATA_DIR ?= ../shared/data/dogs-vs-cats/train
 LAB_MODELS_DIR ?= models
 
-.PHONY: help install os-deps test lint run bench clean
+.PHONY: help install os-deps test lint run web worker bench clean
 
 help:
 	@echo "make run    - set up and run the lab (for now: a quick CLI training demo)"
 	@echo "make test   - set up and run the test suite"
 	@echo "make lint   - ruff"
-	@echo "make bench  - held-out accuracy benchmarks (long: see docs/BENCHMARKS.md)"
+	@echo "make web    - the web server alone (API and live channel; needs redis-server)"
+	@echo "make worker - one Celery training worker alone (needs redis-server)"
+	@echo "make bench  - benchmarks: scan speed, live latency, held-out accuracy (long)"
 
 install: $(VENV)/.installed
 
@@ -53,8 +55,16 @@ run: install
 	  "$$(find "$(LAB_DATA_DIR)" -type f \( -iname 'dog.*' -o -ipath '$(LAB_DATA_DIR)/*dog*/*' \) | head -n1)"
 	@echo "Full-size training and held-out accuracy: see docs/BENCHMARKS.md"
 
+# The parts one at a time (make run will start them all). Configuration: see README.
+web: install
+	$(PY) -m dashboard
+
+worker: install
+	$(PY) -m celery -A worker.celery_app worker --concurrency 1 --loglevel INFO -n lab@%h
+
 bench: install
 	$(PY) bench/scan_speed.py
+	$(PY) bench/live_latency.py --clients 50
 	$(PY) bench/accuracy.py --data "$(LAB_DATA_DIR)" --recipe fast_cnn --epochs 30 --early-stopping-patience 6
 	$(PY) bench/accuracy.py --data "$(LAB_DATA_DIR)" --recipe seed_cnn --epochs 15
 

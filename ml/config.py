@@ -102,6 +102,11 @@ def parse_config(data: dict[str, Any] | None) -> TrainConfig:
                 errors[key] = problem
             else:
                 values[key] = checked
+    recipe = RECIPES.get(values.get("recipe", DEFAULT_RECIPE))
+    size = values.get("image_size")
+    if recipe and size is not None and size < recipe.min_image_size and "image_size" not in errors:
+        errors["image_size"] = (f"{recipe.name} needs at least {recipe.min_image_size} pixels, "
+                                f"got {size}")
     if errors:
         raise ConfigError(errors)
     return TrainConfig(**values)

@@ -30,6 +30,7 @@ class Recipe:
     image_size: int
     learning_rate: float
     build: Callable[..., Any]
+    min_image_size: int = 32
 
 
 def _augmentation(x):
@@ -56,7 +57,7 @@ def build_seed_cnn(image_size: int, augment: bool, **_: Any):
     import keras
     from keras import layers
 
-    if image_size < 48:
+    if image_size < RECIPES["seed_cnn"].min_image_size:
         raise ModelError("seed_cnn needs an image size of at least 48 pixels")
     inputs, x = _inputs(image_size, augment)
     for filters in (32, 64, 128, 128):
@@ -186,7 +187,7 @@ RECIPES: dict[str, Recipe] = {
         Recipe("fast_cnn", "fast demo: a small BatchNorm CNN that passes 90 % on a laptop CPU",
                128, 2e-3, build_fast_cnn),
         Recipe("seed_cnn", "the original notebook's CNN: 4 conv blocks, Flatten, Dense",
-               128, 1e-3, build_seed_cnn),
+               128, 1e-3, build_seed_cnn, min_image_size=48),
         Recipe("mobilenet_v2", "transfer learning from ImageNet (downloads weights; "
                "needs internet the first time)", 160, 1e-3, build_mobilenet_v2),
     )

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.conftest import make_flat_dataset, photo_bytes, run_cli
+from ml.synthetic import make_flat_dataset, photo_bytes
+from tests.conftest import run_cli
 
 
 def assert_clean_error(proc, *needles: str) -> None:

@@ -40,3 +40,10 @@ def test_strings_and_booleans_are_not_numbers():
     with pytest.raises(ConfigError) as info:
         parse_config({"epochs": "10", "batch_size": True})
     assert set(info.value.fields) == {"epochs", "batch_size"}
+
+
+def test_image_size_below_the_recipes_minimum_is_refused_up_front():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"recipe": "seed_cnn", "image_size": 40})
+    assert "48" in info.value.fields["image_size"]
+    assert parse_config({"recipe": "fast_cnn", "image_size": 40}).image_size == 40

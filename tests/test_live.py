@@ -101,6 +101,22 @@ def test_lr_reduction_and_early_stop_are_streamed(idle_lab):
     assert run["summary"]["metrics"]["early_stopped_epoch"] == 2
 
 
+def test_a_failing_run_ends_failed_with_its_message(idle_lab):
+    run_id = idle_lab.launch({**TINY, "recipe": "mobilenet_v2", "epochs": 1})
+    viewer = Viewer(idle_lab.url, run_id)
+    events = viewer.wait_finished()
+    viewer.disconnect()
+    _assert_complete(events)
+    assert events[-1]["status"] == "failed"
+    assert "could not download the ImageNet weights" in events[-1]["error"]
+    run = idle_lab.run(run_id)
+    assert run["status"] == "failed" and run["error"] == events[-1]["error"]
+    assert run["model_path"] is None
+    # The worker is fine afterwards.
+    next_id = idle_lab.launch({**TINY, "epochs": 1})
+    assert idle_lab.wait_status(next_id, ("succeeded", "failed"))["status"] == "succeeded"
+
+
 def test_bad_settings_are_422_naming_each_field(idle_lab):
     before = len(idle_lab.get("/api/runs").json()["runs"])
     resp = idle_lab.post("/api/runs", json={"epochs": 0, "learning_rate": -0.1,
