@@ -218,6 +218,19 @@ def test_restarted_worker_marks_its_lost_run_at_once(idle_lab):
     assert idle_lab.wait_status(next_id, ("succeeded", "failed"))["status"] == "succeeded"
 
 
+def test_stopping_the_worker_ends_its_run_cancelled_with_its_best_weights(idle_lab):
+    run_id = idle_lab.launch(ENDLESS)
+    idle_lab.wait_event(run_id, "checkpoint")
+    started = time.monotonic()
+    idle_lab.worker.stop()  # SIGTERM: Celery's warm shutdown
+    assert time.monotonic() - started < 30 and not idle_lab.worker.alive()
+    run = idle_lab.run(run_id)
+    assert run["status"] == "cancelled" and "worker was shut down" in run["error"]
+    assert (idle_lab.workdir / "models" / run["model_path"]).is_file()
+    assert idle_lab.events(run_id)[-1]["status"] == "cancelled"
+    idle_lab.start_worker()
+
+
 def test_runs_survive_restarts_and_redis_outage(idle_lab):
     run_id = idle_lab.launch({**TINY, "epochs": 1})
     idle_lab.wait_status(run_id, "succeeded")

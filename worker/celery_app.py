@@ -15,7 +15,7 @@ import threading
 import time
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from worker.settings import load_settings
 
@@ -25,6 +25,7 @@ TRAIN_TASK = "lab.train"
 PRESENCE_PREFIX = "lab:worker:"
 PRESENCE_TTL_S = 30
 LONGEST_RUN_S = 7 * 24 * 3600
+SHUTDOWN_REASON = "stopped early because its worker was shut down; the best epoch so far is kept"
 
 settings = load_settings()
 
@@ -80,7 +81,8 @@ def _on_worker_ready(sender=None, **_kw) -> None:
     """Clean up after a previous life of this worker and re-queue runs Redis may have lost."""
     from worker.tasks import get_publisher, get_store
 
-    nodename = sender.hostname
+    global _nodename
+    nodename = _nodename = sender.hostname
     store = get_store()
     # Runs this worker name was training died with its previous process.
     for ev in store.reap_lost(worker=nodename) + store.reap_lost(
@@ -94,6 +96,25 @@ def _on_worker_ready(sender=None, **_kw) -> None:
                      name="lab-presence").start()
     log.info("worker %s ready: data %s, models %s", nodename, settings.data_dir,
              settings.models_dir)
+
+
+_nodename: str | None = None
+
+
+@worker_shutting_down.connect
+def _on_worker_shutting_down(**_kw) -> None:
+    """A warm shutdown (SIGTERM, Ctrl-C) would wait for the run to end, hours maybe: ask it
+    to stop at the next batch instead, so it ends ``cancelled`` with its best weights."""
+    from worker.tasks import get_store
+
+    if _nodename is None:
+        return
+    try:
+        for run_id in get_store().running_ids(worker=_nodename):
+            get_store().request_cancel(run_id, reason=SHUTDOWN_REASON)
+            log.warning("run %s: stopping it because the worker is shutting down", run_id)
+    except Exception as exc:
+        log.warning("could not stop the current run before shutting down: %s", exc)
 
 
 @worker_shutdown.connect

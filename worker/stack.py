@@ -68,13 +68,14 @@ class Service:
             pass
         self.popen.wait(timeout=10)
 
-    def stop(self, timeout: float = 20) -> None:
-        """SIGTERM the process group, then SIGKILL whatever is left after ``timeout``."""
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM the process, then SIGKILL its group if anything is left after ``timeout``.
+
+        Only the leader gets SIGTERM: a Celery worker then shuts down warmly and lets its
+        pool process end the run properly.
+        """
         if self.popen.poll() is None:
-            try:
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+            self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

@@ -198,7 +198,9 @@ class RunStore:
                model_path: str | None = None, error: str | None = None) -> None:
         if status not in FINISHED:
             raise ValueError(f"not a finished status: {status!r}")
-        values: dict[str, Any] = {"status": status, "finished": time.time(), "error": error}
+        values: dict[str, Any] = {"status": status, "finished": time.time()}
+        if error is not None or status != "cancelled":
+            values["error"] = error  # a cancelled run keeps the reason it was stopped for
         if summary is not None:
             values["summary"] = json.dumps(summary)
             best = (summary.get("metrics") or {}).get("best_val_accuracy")
@@ -209,12 +211,19 @@ class RunStore:
         with self.engine.begin() as conn:
             conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
 
-    def request_cancel(self, run_id: str) -> tuple[str, Event | None]:
+    def running_ids(self, *, worker: str) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(select(runs.c.id).where(
+                runs.c.status == "running", runs.c.worker == worker)).scalars())
+
+    def request_cancel(self, run_id: str, *, reason: str | None = None
+                       ) -> tuple[str, Event | None]:
         """Cancel a run. Returns (outcome, event to publish):
 
         ``cancelled`` — it was queued and is now cancelled (with its ``run_finished`` event);
         ``cancelling`` — it is running; its worker stops at the next batch;
         ``finished`` — nothing to do; ``missing`` — no such run.
+        ``reason`` (for a running run) is kept as the run's note when it ends cancelled.
         """
         now = time.time()
         with self.engine.begin() as conn:
@@ -228,7 +237,7 @@ class RunStore:
         with self.engine.begin() as conn:
             done = conn.execute(update(runs).where(runs.c.id == run_id,
                                                    runs.c.status == "running")
-                                .values(cancel_requested=True))
+                                .values(cancel_requested=True, error=reason))
         if done.rowcount == 1:
             return "cancelling", None
         return ("missing" if self.get_run(run_id) is None else "finished"), None
