@@ -33,3 +33,22 @@ def test_importing_ml_does_not_load_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_web_process_and_worker_start_without_tensorflow(tmp_path):
+    # The web app is built (nothing listens on that Redis port: building must not need it).
+    code = (
+        "import sys\n"
+        "from dashboard import create_app\n"
+        "from worker.settings import load_settings\n"
+        "import worker.tasks, dashboard.api, dashboard.live\n"
+        f"s = load_settings({{'REDIS_URL': 'redis://127.0.0.1:9/0',"
+        f" 'DATABASE_URL': 'sqlite:///{tmp_path}/t.db'}})\n"
+        "app = create_app(s, start_background=False)\n"
+        "assert app.test_client().get('/api/runs').json == {'runs': []}\n"
+        "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]"
