@@ -37,7 +37,7 @@ class TrainConfig:
 
 
 # (type, min, max); None bounds are open. Integers must be integers, not 3.5.
-_BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
+BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
     "epochs": (int, 1, 500),
     "image_size": (int, 32, 512),
     "batch_size": (int, 1, 1024),
@@ -96,7 +96,7 @@ def parse_config(data: dict[str, Any] | None) -> TrainConfig:
             else:
                 values[key] = value
         else:
-            kind, lo, hi = _BOUNDS[key]
+            kind, lo, hi = BOUNDS[key]
             checked, problem = _check_number(value, kind, lo, hi)
             if problem:
                 errors[key] = problem

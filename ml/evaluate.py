@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ml.data import CLASS_NAMES, require_photos, scan
 from ml.model_io import LoadedModel, load_model
@@ -18,18 +19,26 @@ def evaluate(model: str | os.PathLike[str] | LoadedModel, data_dir: str | os.Pat
              batch_size: int = 64, max_misclassified: int = 200) -> dict[str, Any]:
     """Accuracy, confusion matrix (rows: true dog/cat, cols: predicted dog/cat) and the
     misclassified files with their cat probability, worst first."""
-    from ml.pipeline import make_dataset
-
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     result = scan(data_dir)
     require_photos(result)
-    df = result.images
-    ds = make_dataset(df, loaded.image_size, batch_size, shuffle=False, cache=False)
+    report = evaluate_frame(loaded.model, loaded.image_size, result.images, batch_size,
+                            max_misclassified)
+    return {"model": str(loaded.path), "data_dir": str(result.root), **report,
+            "skipped": int(len(result.skipped))}
+
+
+def evaluate_frame(model: Any, image_size: int, df: pd.DataFrame, batch_size: int = 64,
+                   max_misclassified: int = 200) -> dict[str, Any]:
+    """The same report for a Keras model and a DataFrame of photos (``image_path``, ``label``)."""
+    from ml.pipeline import make_dataset
+
+    ds = make_dataset(df, image_size, batch_size, shuffle=False, cache=False)
     # Predict batch by batch so labels stay aligned even if a file fails to decode.
     probs: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     for images, y in ds:
-        probs.append(np.asarray(loaded.model(images, training=False)).reshape(-1))
+        probs.append(np.asarray(model(images, training=False)).reshape(-1))
         labels.append(y.numpy().astype(int))
     p = np.concatenate(probs) if probs else np.zeros(0)
     y_true = np.concatenate(labels) if labels else np.zeros(0, dtype=int)
@@ -39,10 +48,10 @@ def evaluate(model: str | os.PathLike[str] | LoadedModel, data_dir: str | os.Pat
     dropped = len(df) - n
     wrong = np.flatnonzero(y_true != y_pred)
     if dropped == 0:
-        # Misclassified photos by name only when rows still line up with the scan.
+        # Misclassified photos by name only when rows still line up with the frame.
         order = wrong[np.argsort(-np.abs(p[wrong] - 0.5))][:max_misclassified]
         misclassified = [
-            {"image_path": df["image_path"].iloc[i], "label": int(y_true[i]),
+            {"image_path": str(df["image_path"].iloc[i]), "label": int(y_true[i]),
              "class_name": CLASS_NAMES[y_true[i]], "cat_probability": float(p[i])}
             for i in order
         ]
@@ -50,14 +59,11 @@ def evaluate(model: str | os.PathLike[str] | LoadedModel, data_dir: str | os.Pat
         log.warning("%d photos could not be decoded; misclassified list left out", dropped)
         misclassified = []
     return {
-        "model": str(loaded.path),
-        "data_dir": str(result.root),
         "n": n,
         "accuracy": float(np.mean(y_true == y_pred)) if n else None,
         "confusion": confusion,
         "confusion_labels": list(CLASS_NAMES),
         "errors": int(len(wrong)),
         "undecodable": int(dropped),
-        "skipped": int(len(result.skipped)),
         "misclassified": misclassified,
     }

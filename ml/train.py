@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
 CHECKPOINT_FILE = "best.weights.h5"
+MAX_MISCLASSIFIED = 48
 
 
 def _lr(model) -> float:
@@ -205,6 +206,12 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
     seconds = time.monotonic() - started
     if events.best_epoch is not None:
         model.load_weights(checkpoint_path)  # keep the best epoch, not the last
+    from ml.evaluate import evaluate_frame
+
+    # The saved model on its validation photos: the confusion matrix and the photos it gets
+    # wrong, for the Runs tab.
+    validation = evaluate_frame(model, image_size, val_df, cfg.batch_size,
+                                max_misclassified=MAX_MISCLASSIFIED)
     model_path = out / MODEL_FILE
     model.save(model_path)
     status = "cancelled" if events.cancelled else "succeeded"
@@ -231,6 +238,7 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
                              / len(events.history)) if events.history else None,
         },
         "history": events.history,
+        "validation": validation,
         "model_file": MODEL_FILE,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},

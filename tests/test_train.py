@@ -56,6 +56,11 @@ def test_events_schema_order_and_files(tiny_dataset, tmp_path):
     assert card["recipe"] == "fast_cnn" and len(card["history"]) == 2
     assert card["metrics"]["best_epoch"] == finished["best_epoch"]
     assert summary["status"] == "succeeded" and "history" not in summary
+    # The saved model's report on its validation photos, for the Runs tab.
+    validation = card["validation"]
+    assert sum(map(sum, validation["confusion"])) == validation["n"] == card["counts"]["val"]
+    assert validation["errors"] == len(validation["misclassified"]) <= 48
+    assert validation["accuracy"] == pytest.approx(finished["best_val_accuracy"], abs=1e-6)
 
 
 def test_lr_reduction_and_early_stop_are_reported(tiny_dataset, tmp_path):
