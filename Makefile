@@ -18,15 +18,23 @@ help:
 	@echo "make worker - one Celery training worker alone (needs redis-server)"
 	@echo "make bench  - benchmarks: scan speed, live latency, held-out accuracy (long)"
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed node_modules/.installed
 
-# OS packages, installed only when missing: python3-venv (a separate Debian package) and
-# redis-server (the job queue and live-event bus; the tests start their own).
+# The Socket.IO browser client, from the npm registry (never a CDN, nothing copied in).
+node_modules/.installed: package.json package-lock.json | os-deps
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# OS packages, installed only when missing: python3-venv (a separate Debian package),
+# redis-server (the job queue and live-event bus; the tests start their own), chromium (the
+# browser tests drive it) and npm (fetches the Socket.IO client the dashboard serves).
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 os-deps:
 	@missing=""; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv python3-pip"; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing OS packages:$$missing (needs root)"; \
 	  apt-get update -qq && $(APT_INSTALL) $$missing; \
@@ -38,7 +46,7 @@ $(VENV)/.installed: pyproject.toml | os-deps
 	$(PY) -m pip install -q -e ".[$(TF_EXTRA),dev]"
 	touch $@
 
-lint: install
+lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
 test: install

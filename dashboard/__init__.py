@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, redirect, render_template, request, url_for
 from flask_socketio import SocketIO
 from werkzeug.exceptions import HTTPException
 
@@ -22,14 +22,21 @@ log = logging.getLogger(__name__)
 
 socketio = SocketIO()
 
+# Uploads to the predict tab: a few phone photos at once, never a 40 MB surprise.
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
 
 def create_app(settings: Settings | None = None, *, start_background: bool = True) -> Flask:
     """The web app, wired to the run store and to Redis for live events."""
     settings = settings or load_settings()
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config["LAB_SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
     store = RunStore(settings.database_url)
     app.extensions["lab_store"] = store
+    from worker import celery_app
+
+    celery_app.configure(settings)
 
     manager = RelayRedisManager(settings.redis_url, channel=settings.socketio_channel)
     socketio.init_app(app, async_mode="threading", client_manager=manager,
@@ -49,16 +56,19 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
 
     app.extensions["lab_publish"] = publish
 
-    from dashboard.api import bp as api_bp
+    from dashboard import api, assets, dataset, predict, runs, train
 
-    app.register_blueprint(api_bp)
+    for module in (api, assets, dataset, train, runs, predict):
+        app.register_blueprint(module.bp)
+    app.add_url_rule("/", "home", lambda: redirect(url_for("runs.index")))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
         # Unknown /api/... URLs and wrong methods answer in JSON like the rest of the API.
         if request.path.startswith("/api/"):
             return jsonify({"error": exc.description or exc.name}), exc.code or 500
-        return exc
+        return render_template("error.html", tab="", heading=f"{exc.code} · {exc.name}",
+                               message=exc.description or exc.name), exc.code or 500
 
     _register_socket_handlers(store, relay)
     if start_background:

@@ -12,7 +12,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from ml.config import parse_config
+from ml.config import TrainConfig, parse_config
 from ml.errors import ConfigError
 from worker.store import RunStore
 
@@ -50,6 +50,31 @@ def _unexpected(exc: Exception):
     return _error(500, "something went wrong on the server; the details are in its log")
 
 
+class QueueDown(Exception):
+    """The run could not be queued (Redis unreachable); nothing was kept."""
+
+
+def launch(config: TrainConfig) -> dict[str, Any]:
+    """Store a new run, queue its training task and announce it; the run as stored.
+
+    Used by the API and the Train form. Raises QueueDown, leaving no trace, when Redis
+    cannot take the task.
+    """
+    store = _store()
+    run, queued = store.create_run(config.to_dict())
+    from worker.celery_app import queue_run
+
+    try:
+        queue_run(run["id"])
+    except Exception as exc:
+        log.warning("could not queue run %s: %s", run["id"], exc)
+        store.delete_run(run["id"])
+        raise QueueDown(str(exc)) from exc
+    current_app.extensions["lab_publish"](queued)
+    log.info("run %s queued: %s", run["id"], config.to_dict())
+    return store.get_run(run["id"]) or run
+
+
 @bp.post("/runs")
 def create_run():
     data = request.get_json(silent=True) if request.content_length else {}
@@ -62,19 +87,10 @@ def create_run():
         config = parse_config(data)
     except ConfigError as exc:
         return _error(422, str(exc), fields=exc.fields)
-    store = _store()
-    run, queued = store.create_run(config.to_dict())
-    from worker.celery_app import queue_run
-
     try:
-        queue_run(run["id"])
-    except Exception as exc:
-        log.warning("could not queue run %s: %s", run["id"], exc)
-        store.delete_run(run["id"])
+        run = launch(config)
+    except QueueDown:
         return _error(503, REDIS_DOWN)
-    current_app.extensions["lab_publish"](queued)
-    log.info("run %s queued: %s", run["id"], config.to_dict())
-    run = store.get_run(run["id"]) or run
     return jsonify({"id": run["id"], "run": _public(run)}), 202, {
         "Location": f"/api/runs/{run['id']}"}
 

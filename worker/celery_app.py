@@ -17,7 +17,7 @@ import time
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
-from worker.settings import load_settings
+from worker.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +120,13 @@ def _on_worker_shutting_down(**_kw) -> None:
 @worker_shutdown.connect
 def _on_worker_shutdown(**_kw) -> None:
     _stop_announcing.set()
+
+
+def configure(new: Settings) -> None:
+    """Point this process's Celery app at another Redis (the web app's settings win)."""
+    global settings
+    settings = new
+    app.conf.update(broker_url=new.redis_url, result_backend=new.redis_url)
 
 
 def queue_run(run_id: str) -> None:

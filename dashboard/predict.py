@@ -1,0 +1,121 @@
+"""Predict tab and ``POST /api/predict``: cat or dog, with confidence and a Grad-CAM overlay.
+
+TensorFlow is imported here only when the first photo arrives, never at start-up.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from flask import Blueprint, current_app, jsonify, render_template, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from dashboard.runs import model_file
+from ml.errors import ImageError, LabError
+from worker.store import RunStore
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("predict", __name__)
+
+MAX_FILES = 16
+MODEL_CACHE_SIZE = 3
+_models: OrderedDict[str, Any] = OrderedDict()
+_models_lock = threading.Lock()
+_predict_lock = threading.Lock()  # one Grad-CAM at a time: they share the CPU anyway
+
+
+def usable_runs(store: RunStore) -> list[dict[str, Any]]:
+    """Runs with a saved model, best validation accuracy first."""
+    runs = [r for r in store.list_runs() if r["status"] in ("succeeded", "cancelled")
+            and model_file(r) is not None]
+    return sorted(runs, key=lambda r: -(r["best_val_accuracy"] or 0))
+
+
+def _loaded(run: dict[str, Any]):
+    from ml.model_io import load_model
+    from ml.tf_env import import_tensorflow_quietly
+
+    with _models_lock:
+        if run["id"] in _models:
+            _models.move_to_end(run["id"])
+            return _models[run["id"]]
+        import_tensorflow_quietly()
+        loaded = load_model(model_file(run))
+        _models[run["id"]] = loaded
+        while len(_models) > MODEL_CACHE_SIZE:
+            _models.popitem(last=False)
+        return loaded
+
+
+def _error(status: int, message: str, **extra: Any):
+    return jsonify({"error": message, **extra}), status
+
+
+@bp.get("/predict")
+def index():
+    runs = usable_runs(current_app.extensions["lab_store"])
+    return render_template("predict.html", tab="predict", runs=runs, max_files=MAX_FILES,
+                           max_mb=current_app.config["MAX_CONTENT_LENGTH"] // 2**20)
+
+
+@bp.post("/api/predict")
+def predict_api():
+    store: RunStore = current_app.extensions["lab_store"]
+    files = [f for key in ("photos", "photo", "file") for f in request.files.getlist(key)]
+    if not files:
+        return _error(400, "send one or more photos as multipart form field 'photos'")
+    if len(files) > MAX_FILES:
+        return _error(413, f"at most {MAX_FILES} photos at a time, got {len(files)}")
+    runs = usable_runs(store)
+    wanted = request.form.get("model") or request.args.get("model")
+    if wanted:
+        run = next((r for r in runs if r["id"] == wanted), None)
+        if run is None:
+            return _error(404, f"there is no finished run {wanted!r} with a saved model")
+    elif runs:
+        run = runs[0]
+    else:
+        return _error(409, "there is no trained model yet: train one in the Train tab first")
+    try:
+        loaded = _loaded(run)
+    except LabError as exc:
+        return _error(500, str(exc))
+
+    from ml.predict import explain_bytes
+
+    results = []
+    for upload in files:
+        name = upload.filename or "photo"
+        data = upload.read()
+        try:
+            with _predict_lock:
+                out = explain_bytes(loaded, data)
+        except ImageError as exc:
+            results.append({"filename": name, "error": str(exc)})
+            continue
+        results.append({
+            "filename": name, "label": out["label"], "confidence": out["confidence"],
+            "cat_probability": out["cat_probability"],
+            "heatmap": "data:image/png;base64," + base64.b64encode(out["overlay_png"]).decode(),
+        })
+    body = {"model": {"run_id": run["id"], "recipe": run["config"]["recipe"],
+                      "image_size": loaded.image_size,
+                      "best_val_accuracy": run["best_val_accuracy"]},
+            "results": results}
+    ok = any("error" not in r for r in results)
+    return jsonify(body), 200 if ok else 422
+
+
+@bp.app_errorhandler(RequestEntityTooLarge)
+def _too_large(exc: RequestEntityTooLarge):
+    limit = current_app.config["MAX_CONTENT_LENGTH"] // 2**20
+    message = f"the upload is too large: at most {limit} MB per request"
+    if request.path.startswith("/api/"):
+        return _error(413, message)
+    return render_template("error.html", tab="", heading="Upload too large",
+                           message=message[0].upper() + message[1:] + "."), 413

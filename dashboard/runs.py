@@ -1,0 +1,111 @@
+"""Runs tab: every run; one run's live or replayed page; overlays; model downloads."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, abort, current_app, render_template, request, send_file
+
+from ml.recipes import RECIPES
+from worker.store import RunStore
+
+bp = Blueprint("runs", __name__)
+
+MAX_OVERLAY = 8
+
+
+def _store() -> RunStore:
+    return current_app.extensions["lab_store"]
+
+
+def model_file(run: dict[str, Any]) -> Path | None:
+    """The run's saved model, only if it lies inside the models folder."""
+    if not run.get("model_path"):
+        return None
+    root = os.path.realpath(current_app.config["LAB_SETTINGS"].models_dir)
+    path = os.path.realpath(os.path.join(root, run["model_path"]))
+    if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
+        return None
+    return Path(path)
+
+
+def _misclassified(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """Misclassified validation photos that this web process can show."""
+    summary = run.get("summary") or {}
+    wrong = (summary.get("validation") or {}).get("misclassified", [])
+    if not wrong:
+        return []
+    from dashboard.dataset import photo_rel
+
+    found = []
+    for item in wrong:
+        rel = photo_rel(item["image_path"], summary.get("data_dir"))
+        if rel is not None:
+            found.append({**item, "rel": rel, "name": os.path.basename(item["image_path"])})
+    return found
+
+
+@bp.get("/runs")
+def index():
+    runs = _store().list_runs()
+    for run in runs:
+        run["has_model"] = model_file(run) is not None
+    return render_template("runs.html", tab="runs", runs=runs)
+
+
+@bp.get("/runs/<run_id>")
+def detail(run_id: str):
+    run = _store().get_run(run_id)
+    if run is None:
+        abort(404, f"There is no run {run_id}. It may have been started on another lab.")
+    recipe = RECIPES.get(run["config"].get("recipe"))
+    return render_template("run.html", tab="runs", run=run, recipe=recipe,
+                           has_model=model_file(run) is not None,
+                           misclassified=_misclassified(run))
+
+
+@bp.get("/runs/<run_id>/model.keras")
+def download(run_id: str):
+    run = _store().get_run(run_id)
+    path = model_file(run) if run else None
+    if path is None:
+        abort(404, "This run has no saved model (it did not finish, or it failed).")
+    return send_file(path, as_attachment=True, download_name=f"kitten-puppy-{run_id}.keras",
+                     mimetype="application/octet-stream")
+
+
+@bp.get("/runs/compare")
+def compare():
+    ids = [i for i in request.args.getlist("ids") if i][:MAX_OVERLAY]
+    runs = [r for r in (_store().get_run(i) for i in ids) if r is not None]
+    if not runs:
+        abort(404, "Tick one or more runs in the Runs tab to overlay their curves.")
+    return render_template("compare.html", tab="runs", runs=runs)
+
+
+@bp.app_template_filter("duration")
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+@bp.app_template_filter("pct")
+def pct(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f} %"
+
+
+@bp.app_template_filter("when")
+def when(ts: float | None) -> str:
+    import time
+
+    return "–" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))

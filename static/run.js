@@ -1,0 +1,227 @@
+// The run page: joins the run's Socket.IO room, replays its stored events, then draws the live
+// ones. The same code replays a finished run. Events are described in ml/events.py.
+(function () {
+  "use strict";
+  const root = document.getElementById("run");
+  const runId = root.dataset.runId;
+  const initiallyActive = ["queued", "running"].includes(root.dataset.status);
+  const C = { train: "#d9622b", val: "#2f6db5", batch: "rgba(217, 98, 43, 0.35)",
+              batchAcc: "rgba(47, 109, 181, 0.35)", lr: "#5d6472", cut: "#c0392b" };
+  const plotConfig = { responsive: true, displaylogo: false,
+                       modeBarButtonsToRemove: ["lasso2d", "select2d"] };
+  const $ = (id) => document.getElementById(id);
+
+  function layout(yTitle, extra) {
+    return Object.assign({
+      margin: { l: 60, r: 16, t: 10, b: 50 }, font: { size: 14 },
+      xaxis: { title: { text: "epoch" }, rangemode: "tozero", zeroline: false },
+      yaxis: { title: { text: yTitle } },
+      legend: { orientation: "h", y: -0.3 }, shapes: [], annotations: [],
+      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#fbfaf7",
+    }, extra || {});
+  }
+  const line = (name, color, extra) => Object.assign(
+    { x: [], y: [], name: name, mode: "lines", line: { color: color, width: 2 } }, extra || {});
+  const points = (name, color) => line(name, color, { mode: "lines+markers",
+                                                      marker: { size: 8 } });
+
+  Plotly.newPlot("loss-chart", [
+    line("train loss (batch, running mean)", C.batch),
+    points("train loss (epoch)", C.train),
+    points("validation loss", C.val),
+  ], layout("loss"), plotConfig);
+  Plotly.newPlot("acc-chart", [
+    line("train accuracy (batch, running mean)", C.batchAcc),
+    points("train accuracy (epoch)", C.train),
+    points("validation accuracy", C.val),
+  ], layout("accuracy", { yaxis: { title: { text: "accuracy" }, tickformat: ".0%" } }),
+  plotConfig);
+  Plotly.newPlot("lr-chart", [
+    line("learning rate", C.lr, { line: { color: C.lr, width: 3 } }),
+    { x: [], y: [], name: "reduction", mode: "markers", text: [],
+      marker: { symbol: "triangle-down", size: 14, color: C.cut }, hoverinfo: "text" },
+  ], layout("learning rate", { yaxis: { title: { text: "learning rate" }, type: "log",
+                                        exponentformat: "e" } }), plotConfig);
+
+  // Points wait here and are drawn together once per animation frame.
+  const pending = { "loss-chart": [[], [], []], "acc-chart": [[], [], []],
+                    "lr-chart": [[], []] };
+  const lrText = [];
+  let frame = null;
+  function push(chart, trace, x, y) {
+    if (y === null || y === undefined) return;
+    pending[chart][trace].push([x, y]);
+    if (!frame) frame = requestAnimationFrame(flush);
+  }
+  function flush() {
+    frame = null;
+    for (const [chart, traces] of Object.entries(pending)) {
+      const idx = [], xs = [], ys = [];
+      traces.forEach((pts, i) => {
+        if (pts.length) { idx.push(i); xs.push(pts.map((p) => p[0])); ys.push(pts.map((p) => p[1])); }
+      });
+      if (idx.length) Plotly.extendTraces(chart, { x: xs, y: ys }, idx);
+      traces.forEach((pts) => { pts.length = 0; });
+    }
+    if (lrText.length) Plotly.restyle("lr-chart", { text: [lrText.slice()] }, [1]);
+  }
+
+  const state = { status: root.dataset.status, steps: null, epochs: Number(root.dataset.epochs),
+                  startTs: null, lastSeq: 0, best: null };
+  const pct = (v, d) => (v === null || v === undefined) ? "–" : (100 * v).toFixed(d) + " %";
+  function clock(seconds) {
+    if (!isFinite(seconds) || seconds < 0) return "–";
+    const s = Math.round(seconds), m = Math.floor(s / 60), h = Math.floor(m / 60);
+    if (h) return h + " h " + String(m % 60).padStart(2, "0") + " min";
+    if (m) return m + " min " + String(s % 60).padStart(2, "0") + " s";
+    return s + " s";
+  }
+  function setStatus(status) {
+    state.status = status;
+    const badge = $("status");
+    badge.textContent = status;
+    badge.className = "badge " + status;
+  }
+  function setProgress(done, ts) {
+    done = Math.max(0, Math.min(1, done));
+    $("progress-bar").style.width = (100 * done).toFixed(1) + "%";
+    root.querySelector(".progress").setAttribute("aria-valuenow", (100 * done).toFixed(0));
+    $("stat-progress").textContent = pct(done, 0);
+    if (state.startTs && done > 0 && done < 1 && ["running", "queued"].includes(state.status)) {
+      const elapsed = ts - state.startTs;
+      $("stat-eta").textContent = clock(elapsed * (1 - done) / done);
+    } else if (done >= 1 || !["running", "queued"].includes(state.status)) {
+      $("stat-eta").textContent = "–";
+    }
+  }
+  function markAllCharts(x, label) {
+    for (const chart of ["loss-chart", "acc-chart", "lr-chart"]) {
+      const el = $(chart);
+      const shapes = (el.layout.shapes || []).concat([{ type: "line", xref: "x", yref: "paper",
+        x0: x, x1: x, y0: 0, y1: 1, line: { color: C.cut, width: 2, dash: "dash" } }]);
+      const annotations = (el.layout.annotations || []).concat([{ x: x, xref: "x", y: 1,
+        yref: "paper", text: label, showarrow: false, yanchor: "bottom",
+        font: { color: C.cut } }]);
+      Plotly.relayout(chart, { shapes: shapes, annotations: annotations });
+    }
+  }
+
+  const handlers = {
+    run_started(ev) {
+      state.steps = ev.steps_per_epoch; state.epochs = ev.epochs; state.startTs = ev.ts;
+      setStatus("running");
+      $("phase").textContent = "Training on " + ev.train_count + " photos (" + ev.val_count +
+        " for validation), " + ev.image_size + " px.";
+      $("stat-epoch").textContent = "0 / " + ev.epochs;
+      $("stat-lr").textContent = Number(ev.learning_rate).toExponential(1);
+    },
+    batch(ev) {
+      const x = ev.epoch - 1 + ev.step / ev.steps;
+      push("loss-chart", 0, x, ev.loss);
+      push("acc-chart", 0, x, ev.accuracy);
+      $("stat-epoch").textContent = ev.epoch + " / " + state.epochs;
+      $("stat-speed").textContent = Math.round(ev.images_per_s);
+      setProgress(((ev.epoch - 1) * ev.steps + ev.step) / (state.epochs * ev.steps), ev.ts);
+    },
+    epoch(ev) {
+      push("loss-chart", 1, ev.epoch, ev.loss);
+      push("loss-chart", 2, ev.epoch, ev.val_loss);
+      push("acc-chart", 1, ev.epoch, ev.accuracy);
+      push("acc-chart", 2, ev.epoch, ev.val_accuracy);
+      // The rate used during epoch k spans [k-1, k], so a reduction decided at the end of
+      // epoch k shows as a step at x = k, where its marker is.
+      push("lr-chart", 0, ev.epoch - 1, ev.lr);
+      push("lr-chart", 0, ev.epoch, ev.lr);
+      $("stat-lr").textContent = Number(ev.lr).toExponential(1);
+      setProgress(ev.epoch / state.epochs, ev.ts);
+    },
+    checkpoint(ev) {
+      state.best = ev.val_accuracy;
+      $("stat-best").textContent = pct(ev.val_accuracy, 1);
+    },
+    lr_reduced(ev) {
+      push("lr-chart", 1, ev.epoch, ev.new_lr);
+      lrText.push("epoch " + ev.epoch + ": " + Number(ev.old_lr).toExponential(1) + " → " +
+                  Number(ev.new_lr).toExponential(1));
+    },
+    early_stopped(ev) {
+      markAllCharts(ev.epoch, "early stop (best: epoch " + ev.best_epoch + ")");
+    },
+    run_finished(ev) {
+      setStatus(ev.status);
+      const cancel = $("cancel");
+      if (cancel) cancel.hidden = true;
+      if (ev.status === "succeeded") setProgress(1, ev.ts);
+      const words = { succeeded: "Finished.", cancelled: "Cancelled: the best epoch so far is kept.",
+                      failed: "Failed: " + (ev.error || "see the worker's log") };
+      $("phase").textContent = words[ev.status] || ev.status;
+      $("stat-eta").textContent = "–";
+      // A run that ended while this page watched: reload once to show its result.
+      if (initiallyActive) setTimeout(() => window.location.reload(), 1200);
+    },
+  };
+
+  function onEvent(ev) {
+    if (ev.run_id !== runId || ev.seq <= state.lastSeq) return;
+    state.lastSeq = ev.seq;
+    const handle = handlers[ev.type];
+    if (handle) handle(ev);
+  }
+
+  function liveState(on, text) {
+    $("live-dot").className = "live-dot" + (on ? " on" : "");
+    $("live-text").textContent = text;
+  }
+  const socket = io({ transports: ["websocket", "polling"] });
+  socket.on("connect", () => {
+    socket.emit("join", { run_id: runId, after: state.lastSeq }, (reply) => {
+      if (reply && reply.ok) {
+        liveState(true, ["queued", "running"].includes(state.status) ? "live" : "replayed");
+      } else {
+        liveState(false, "not connected");
+        $("live-error").textContent = (reply && reply.error) || "Could not watch this run.";
+        $("live-error").hidden = false;
+      }
+    });
+  });
+  socket.on("disconnect", () => liveState(false, "reconnecting…"));
+  socket.on("run_event", onEvent);
+
+  // While queued, show the place in the queue.
+  if (state.status === "queued") {
+    const timer = setInterval(async () => {
+      if (state.status !== "queued") { clearInterval(timer); return; }
+      try {
+        const run = await (await fetch("/api/runs/" + encodeURIComponent(runId))).json();
+        if (run.status === "queued" && run.queue_position) {
+          $("phase").textContent = "Waiting in the queue: position " + run.queue_position + "…";
+        }
+      } catch (err) { /* the next tick tries again */ }
+    }, 2000);
+  }
+
+  const cancel = $("cancel");
+  if (cancel) {
+    cancel.addEventListener("click", async () => {
+      cancel.disabled = true;
+      cancel.textContent = "Cancelling…";
+      try {
+        const resp = await fetch("/api/runs/" + encodeURIComponent(runId) + "/cancel",
+                                 { method: "POST" });
+        const body = await resp.json();
+        if (resp.ok) {
+          $("phase").textContent = body.outcome === "cancelled" ? "Cancelled before it started."
+            : "Stopping at the next batch; the best epoch so far is kept…";
+        } else {
+          $("live-error").textContent = body.error || "Could not cancel this run.";
+          $("live-error").hidden = false;
+          cancel.disabled = false; cancel.textContent = "Cancel run";
+        }
+      } catch (err) {
+        $("live-error").textContent = "The lab did not answer; try again.";
+        $("live-error").hidden = false;
+        cancel.disabled = false; cancel.textContent = "Cancel run";
+      }
+    });
+  }
+})();

@@ -1,0 +1,214 @@
+"""The dashboard in a real browser: Playwright drives Debian's Chromium against the real stack.
+
+Each test fails on any console error or uncaught page error. Screenshots of every tab go to
+tests/artifacts/screenshots/ (the README uses some of them).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ml.synthetic import photo_bytes
+from tests.lab_stack import ENDLESS, TINY
+
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+POINTS = "(id, trace) => { const el = document.getElementById(id);" \
+         " return el && el.data && el.data[trace] ? el.data[trace].x.length : 0; }"
+
+
+def points(page, chart: str, trace: int) -> int:
+    return page.evaluate(f"({POINTS})('{chart}', {trace})")
+
+
+def wait_points(page, chart: str, trace: int, timeout: float = 120_000) -> None:
+    """Until a chart's trace has at least one point."""
+    page.wait_for_function(f"({POINTS})('{chart}', {trace}) > 0", timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM, "chromium is not installed: `make test` installs it (apt-get install chromium)"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+class Watched:
+    """A page that records console errors and uncaught exceptions."""
+
+    def __init__(self, browser, **context_kw):
+        self.context = browser.new_context(**{"viewport": {"width": 1360, "height": 900},
+                                              **context_kw})
+        self.page = self.context.new_page()
+        self.problems: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(
+            f"console: {m.text} ({m.location.get('url')})"))
+        self.page.on("pageerror", lambda e: self.problems.append(f"page error: {e}"))
+
+    def close(self) -> None:
+        self.context.close()
+        assert self.problems == []
+
+
+@pytest.fixture
+def watched(browser):
+    pages: list[Watched] = []
+
+    def make(**kw) -> Watched:
+        pages.append(Watched(browser, **kw))
+        return pages[-1]
+
+    yield make
+    for page in pages:
+        page.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def fill_train_form(page, **values) -> None:
+    for name, value in values.items():
+        page.fill(f"#f-{name}", str(value))
+
+
+def test_every_tab_opens_and_looks_right(idle_lab, watched):
+    w = watched()
+    page = w.page
+    page.goto(idle_lab.url + "/dataset")
+    assert page.locator("h1").first.inner_text()
+    shot(page, "dataset")
+    page.goto(idle_lab.url + "/train")
+    assert page.locator("input[name=recipe]").count() == 3
+    assert page.locator("#f-epochs").input_value() == "20"
+    shot(page, "train")
+    page.click("nav >> text=Runs")
+    page.wait_for_url("**/runs")
+    shot(page, "runs")
+    page.click("nav >> text=Predict")
+    page.wait_for_url("**/predict")
+    assert page.locator("h1").inner_text() == "Is it a cat or a dog?"
+    # No raw JSON or tracebacks for people: a missing run is a page.
+    page.goto(idle_lab.url + "/runs/no-such-run")
+    assert "There is no run" in page.locator("main").inner_text()
+    assert "Traceback" not in page.content()
+    # Chromium logs the 404 status of that page itself as a console error: expected here.
+    w.problems = [p for p in w.problems if "/runs/no-such-run" not in p]
+
+
+def test_form_shows_inline_errors(idle_lab, watched):
+    page = watched().page
+    page.goto(idle_lab.url + "/train")
+    fill_train_form(page, epochs=0, learning_rate=-1)
+    page.click("#start")
+    page.wait_for_selector(".field.invalid")
+    errors = page.locator(".field.invalid .error").all_inner_texts()
+    assert any("at least 1" in e for e in errors) and len(errors) == 2
+    assert page.locator("#f-learning_rate").input_value() == "-1"  # what was typed stays
+
+
+def test_launch_from_the_form_and_watch_live_on_two_pages(idle_lab, watched):
+    first = watched().page
+    first.goto(idle_lab.url + "/train")
+    # Long enough (about 20 s) for both pages to catch it running.
+    fill_train_form(first, epochs=40, image_size=32, batch_size=8, learning_rate=0.01,
+                    early_stopping_patience=100)
+    first.uncheck("input[name=augment]")
+    first.click("#start")
+    first.wait_for_url("**/runs/*")
+    run_url = first.url
+    second = watched().page  # another viewer, e.g. a student's laptop
+    second.goto(run_url)
+    live = ("() => document.getElementById('status').textContent === 'running' && "
+            "document.getElementById('loss-chart').data[0].x.length > 0")
+    for page in (first, second):
+        # Batch points while the run is still running: drawn live, not replayed.
+        page.wait_for_function(live, timeout=120_000)
+    first.wait_for_function(f"({POINTS})('loss-chart', 1) >= 4 && "
+                            "document.getElementById('status').textContent === 'running'",
+                            timeout=120_000)
+    shot(first, "run-live")
+    for page in (first, second):
+        page.wait_for_selector("#confusion", timeout=180_000)  # reloaded with the result
+        assert page.locator("#status").text_content() == "succeeded"
+        wait_points(page, "acc-chart", 2)  # the finished run's curves are replayed
+        # Batch points (running means) outnumber epoch points.
+        assert points(page, "loss-chart", 0) > points(page, "loss-chart", 1) > 0
+    assert first.locator("#download").get_attribute("href").endswith("/model.keras")
+    shot(first, "run-finished")
+
+
+def test_queue_position_and_cancel_from_the_run_pages(idle_lab, watched):
+    running = idle_lab.launch(ENDLESS)
+    queued = idle_lab.launch({**TINY, "epochs": 1})
+    page = watched().page
+    page.goto(f"{idle_lab.url}/runs/{queued}")
+    assert "position 1" in page.locator("#phase").inner_text()
+    page.click("#cancel")
+    page.wait_for_function("document.getElementById('status').textContent === 'cancelled'",
+                           timeout=30_000)
+    assert idle_lab.run(queued)["status"] == "cancelled"
+
+    page.goto(f"{idle_lab.url}/runs/{running}")
+    wait_points(page, "loss-chart", 1)  # an epoch has been drawn
+    page.click("#cancel")
+    page.wait_for_function("document.getElementById('status').textContent === 'cancelled'",
+                           timeout=60_000)
+    assert idle_lab.run(running)["status"] == "cancelled"
+
+
+def test_predict_shows_label_confidence_and_heatmap(idle_lab, watched, tmp_path):
+    if not any(r["status"] == "succeeded" for r in idle_lab.get("/api/runs").json()["runs"]):
+        idle_lab.wait_status(idle_lab.launch({**TINY, "epochs": 3}), "succeeded")
+    photo = tmp_path / "my cat.jpg"
+    photo.write_bytes(photo_bytes("cat", size=120, seed=7))
+    bad = tmp_path / "notes.jpg"
+    bad.write_bytes(b"this is not a photo")
+    page = watched().page
+    page.goto(idle_lab.url + "/predict")
+    page.set_input_files("#photos", [str(photo), str(bad)])
+    page.wait_for_selector(".result .verdict", timeout=120_000)
+    verdict = page.locator(".result .verdict").inner_text()
+    assert ("Cat" in verdict or "Dog" in verdict) and "%" in verdict
+    assert page.locator(".result img.heatmap").get_attribute("src").startswith(
+        "data:image/png;base64,")
+    width = page.locator(".confidence > div").first.evaluate("e => e.style.width")
+    assert float(width.rstrip("%")) >= 50
+    assert "not" in page.locator(".result.error").inner_text().lower()  # the bad file, named
+    shot(page, "predict")
+
+
+def test_runs_tab_overlays_ticked_runs(idle_lab, watched):
+    finished = [r for r in idle_lab.get("/api/runs").json()["runs"]
+                if r["status"] == "succeeded"]
+    while len(finished) < 2:
+        run_id = idle_lab.launch({**TINY, "epochs": 2})
+        finished.append(idle_lab.wait_status(run_id, "succeeded"))
+    page = watched().page
+    page.goto(idle_lab.url + "/runs")
+    for run in finished[:2]:
+        page.check(f"input[value='{run['id']}']")
+    page.click("#overlay")
+    page.wait_for_url("**/runs/compare*")
+    page.wait_for_function("() => { const el = document.getElementById('cmp-acc');"
+                           " return el.data && el.data.length === 2 &&"
+                           " el.data.every(t => t.x.length > 0); }", timeout=30_000)
+    shot(page, "compare")
+
+
+def test_pages_fit_a_phone_screen(idle_lab, watched):
+    page = watched(viewport={"width": 390, "height": 844}, is_mobile=True).page
+    for path in ("/predict", "/runs", "/train", "/dataset"):
+        page.goto(idle_lab.url + path)
+        overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{path} is {overflow}px wider than a phone screen"
+    page.goto(idle_lab.url + "/predict")
+    shot(page, "predict-phone")

@@ -1,0 +1,59 @@
+"""Predict API, model downloads and the served front-end libraries, over HTTP on the real stack."""
+
+from __future__ import annotations
+
+from ml.synthetic import photo_bytes
+from tests.lab_stack import TINY
+
+
+def _finished_run(lab) -> str:
+    done = [r for r in lab.get("/api/runs").json()["runs"] if r["status"] == "succeeded"]
+    if done:
+        return done[0]["id"]
+    run_id = lab.launch({**TINY, "epochs": 3})
+    lab.wait_status(run_id, "succeeded")
+    return run_id
+
+
+def test_predict_api_answers_each_photo(idle_lab):
+    run_id = _finished_run(idle_lab)
+    files = [("photos", ("cat.jpg", photo_bytes("cat", size=96, seed=3), "image/jpeg")),
+             ("photos", ("dog.png", photo_bytes("dog", fmt="PNG", size=64, seed=4), "image/png")),
+             ("photos", ("empty.jpg", b"", "image/jpeg"))]
+    resp = idle_lab.post("/api/predict", files=files, data={"model": run_id})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["model"]["run_id"] == run_id
+    cat, dog, empty = body["results"]
+    assert cat["label"] == "cat" and dog["label"] == "dog"  # the tiny model learnt the colours
+    assert 0.5 <= cat["confidence"] <= 1 and cat["heatmap"].startswith("data:image/png;base64,")
+    assert empty["filename"] == "empty.jpg" and "empty" in empty["error"]
+
+    only_bad = idle_lab.post("/api/predict", files=[("photos", ("x.jpg", b"junk", "image/jpeg"))])
+    assert only_bad.status_code == 422 and "error" in only_bad.json()["results"][0]
+    assert idle_lab.post("/api/predict").status_code == 400
+    unknown = idle_lab.post("/api/predict", data={"model": "nope"},
+                            files=[("photos", ("c.jpg", photo_bytes(), "image/jpeg"))])
+    assert unknown.status_code == 404 and "nope" in unknown.json()["error"]
+    many = [("photos", (f"{i}.jpg", photo_bytes(seed=i), "image/jpeg")) for i in range(17)]
+    assert idle_lab.post("/api/predict", files=many).status_code == 413
+    huge = idle_lab.post("/api/predict",
+                         files=[("photos", ("big.jpg", b"\xff" * (21 * 2**20), "image/jpeg"))])
+    assert huge.status_code == 413 and "20 MB" in huge.json()["error"]
+
+
+def test_model_download_and_front_end_libraries(idle_lab):
+    run_id = _finished_run(idle_lab)
+    model = idle_lab.get(f"/runs/{run_id}/model.keras")
+    assert model.status_code == 200 and model.content[:2] == b"PK"  # a .keras file is a zip
+    assert "attachment" in model.headers["Content-Disposition"]
+    assert idle_lab.get("/runs/nope/model.keras").status_code == 404
+    plotly = idle_lab.get("/vendor/plotly.min.js")
+    assert plotly.status_code == 200 and b"plotly" in plotly.content[:2000].lower()
+    sio = idle_lab.get("/vendor/socket.io.min.js")
+    assert sio.status_code == 200 and b"io" in sio.content[:4000]
+    # Every page links only to the app's own scripts: no CDN.
+    for path in ("/dataset", "/train", "/runs", f"/runs/{run_id}", "/predict"):
+        html = idle_lab.get(path).text
+        assert "cdn." not in html and "https://" not in html.replace(
+            "https://www.w3.org", "")
