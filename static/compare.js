@@ -4,7 +4,7 @@
   const palette = ["#d9622b", "#2f6db5", "#2e8b57", "#8e44ad", "#b7791f", "#c0392b",
                    "#16a085", "#5d6472"];
   const layout = (y, extra) => Object.assign({
-    margin: { l: 60, r: 16, t: 10, b: 50 }, font: { size: 14 },
+    margin: { l: 60, r: 16, t: 28, b: 50 }, font: { size: 14 },
     xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: y } },
     legend: { orientation: "h", y: -0.3 }, paper_bgcolor: "rgba(0,0,0,0)",
     plot_bgcolor: "#fbfaf7" }, extra || {});

@@ -13,7 +13,7 @@
 
   function layout(yTitle, extra) {
     return Object.assign({
-      margin: { l: 60, r: 16, t: 10, b: 50 }, font: { size: 14 },
+      margin: { l: 60, r: 16, t: 28, b: 50 }, font: { size: 14 },
       xaxis: { title: { text: "epoch" }, rangemode: "tozero", zeroline: false },
       yaxis: { title: { text: yTitle } },
       legend: { orientation: "h", y: -0.3 }, shapes: [], annotations: [],

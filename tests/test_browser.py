@@ -165,6 +165,33 @@ def test_queue_position_and_cancel_from_the_run_pages(idle_lab, watched):
     assert idle_lab.run(running)["status"] == "cancelled"
 
 
+def test_replayed_run_marks_early_stop_and_shows_its_mistakes(idle_lab, watched):
+    # A learning rate so small nothing is learnt: early stop at epoch 2, and a model that
+    # gets about half of the validation photos wrong.
+    run_id = idle_lab.launch({**TINY, "recipe": "seed_cnn", "image_size": 48, "epochs": 6,
+                              "learning_rate": 1e-7, "lr_patience": 0,
+                              "early_stopping_patience": 1})
+    run = idle_lab.wait_status(run_id, ("succeeded", "failed"))
+    assert run["status"] == "succeeded"
+    page = watched().page
+    page.goto(f"{idle_lab.url}/runs/{run_id}")
+    page.wait_for_function("() => { const l = document.getElementById('loss-chart').layout;"
+                           " return l.annotations.some(a => a.text.includes('early stop')); }",
+                           timeout=30_000)
+    assert page.evaluate("document.getElementById('acc-chart').layout.shapes.length") == 1
+    assert points(page, "lr-chart", 1) >= 1  # the reduction marker
+    wrong = run["summary"]["validation"]["errors"]
+    thumbs = page.locator("#misclassified img")
+    if wrong:
+        assert thumbs.count() == wrong
+        thumbs.first.scroll_into_view_if_needed()
+        page.wait_for_function("() => Array.from(document.querySelectorAll('#misclassified img'))"
+                               ".every(i => i.complete && i.naturalWidth > 0)", timeout=30_000)
+    else:
+        assert "every validation photo was right" in page.locator("#misclassified").inner_text()
+    shot(page, "run-early-stopped")
+
+
 def test_predict_shows_label_confidence_and_heatmap(idle_lab, watched, tmp_path):
     if not any(r["status"] == "succeeded" for r in idle_lab.get("/api/runs").json()["runs"]):
         idle_lab.wait_status(idle_lab.launch({**TINY, "epochs": 3}), "succeeded")
