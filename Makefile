@@ -8,10 +8,11 @@ TF_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 LAB_DATA_DIR ?= ../shared/data/dogs-vs-cats/train
 LAB_MODELS_DIR ?= models
 
-.PHONY: help install os-deps test lint run web worker bench clean
+.PHONY: help install os-deps test lint run demo data web worker bench clean
 
 help:
-	@echo "make run    - set up and run the lab (for now: a quick CLI training demo)"
+	@echo "make run    - set up and run the whole lab (redis-server, a worker, the web server)"
+	@echo "make demo   - a quick training demo on the command line"
 	@echo "make test   - set up and run the test suite"
 	@echo "make lint   - ruff"
 	@echo "make web    - the web server alone (API and live channel; needs redis-server)"
@@ -53,9 +54,14 @@ test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
-# Until the dashboard lands, `make run` is a short CLI demo: a few epochs on 2,000 photos
-# (a smoke test of the whole path, not an accuracy figure: see docs/BENCHMARKS.md).
+# The whole lab: redis-server (if none answers), one worker and the web server; Ctrl-C stops
+# what it started. Configuration by environment (LAB_PORT, LAB_DATA_DIR, REDIS_URL, ...).
 run: install
+	LAB_DATA_DIR="$(LAB_DATA_DIR)" LAB_MODELS_DIR="$(LAB_MODELS_DIR)" $(PY) -m worker.launcher
+
+# A short CLI demo without the dashboard: a few epochs on 2,000 photos (a smoke test of the
+# whole path, not an accuracy figure: see docs/BENCHMARKS.md).
+demo: install
 	$(PY) -m ml scan "$(LAB_DATA_DIR)"
 	$(PY) -m ml train --data "$(LAB_DATA_DIR)" --out "$(LAB_MODELS_DIR)/demo" --limit 2000 --epochs 5 --progress
 	$(PY) -m ml predict --model "$(LAB_MODELS_DIR)/demo/model.keras" \

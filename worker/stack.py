@@ -157,15 +157,16 @@ def start_worker(env: Mapping[str, str], log_path: Path, *, name: str = "lab",
     return _wait(service, ready, timeout)
 
 
-def start_web(env: Mapping[str, str], port: int, log_path: Path, *, timeout: float = 60,
-              python: str = sys.executable) -> Service:
-    """``python -m dashboard`` on 127.0.0.1:port; waits until ``/api/runs`` answers."""
-    service = _spawn("web server", [python, "-m", "dashboard", "--port", str(port)], log_path,
-                     {**env, "LAB_PORT": str(port)})
+def start_web(env: Mapping[str, str], port: int, log_path: Path, *, host: str = "127.0.0.1",
+              timeout: float = 60, python: str = sys.executable) -> Service:
+    """``python -m dashboard`` on host:port; waits until ``/api/runs`` answers."""
+    service = _spawn("web server", [python, "-m", "dashboard", "--host", host, "--port",
+                                    str(port)], log_path, {**env, "LAB_PORT": str(port)})
+    probe = "127.0.0.1" if host in ("0.0.0.0", "::") else host
 
     def ready() -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/runs", timeout=2) as r:
+            with urllib.request.urlopen(f"http://{probe}:{port}/api/runs", timeout=2) as r:
                 return r.status == 200
         except OSError:
             return False
