@@ -13,6 +13,7 @@ LAB_MODELS_DIR ?= models
 help:
 	@echo "make run    - set up and run the whole lab (redis-server, a worker, the web server)"
 	@echo "make demo   - a quick training demo on the command line"
+	@echo "make data   - download the dataset into LAB_DATA_DIR"
 	@echo "make test   - set up and run the test suite"
 	@echo "make lint   - ruff"
 	@echo "make web    - the web server alone (API and live channel; needs redis-server)"
@@ -58,6 +59,12 @@ test: install
 # what it started. Configuration by environment (LAB_PORT, LAB_DATA_DIR, REDIS_URL, ...).
 run: install
 	LAB_DATA_DIR="$(LAB_DATA_DIR)" LAB_MODELS_DIR="$(LAB_MODELS_DIR)" $(PY) -m worker.launcher
+
+# The Dogs vs. Cats photos into LAB_DATA_DIR: the Kaggle competition files when Kaggle
+# credentials are set (KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json), else Microsoft's
+# PetImages zip. Offline it says so.
+data: install
+	$(PY) -m ml download --dest "$(LAB_DATA_DIR)"
 
 # A short CLI demo without the dashboard: a few epochs on 2,000 photos (a smoke test of the
 # whole path, not an accuracy figure: see docs/BENCHMARKS.md).

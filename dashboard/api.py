@@ -172,3 +172,59 @@ def health():
         report["redis"] = f"unreachable: {exc}"
     report["ok"] = report["database"] == "ok" and report["redis"] == "ok"
     return jsonify(report), 200 if report["ok"] else 503
+
+
+def _settings():
+    return current_app.config["LAB_SETTINGS"]
+
+
+@bp.get("/dataset/download")
+def dataset_download_state():
+    """The dataset download's state for the Dataset tab ({} when there has been none)."""
+    from worker import downloads
+
+    try:
+        state = downloads.read(_settings())
+    except Exception:
+        return _error(503, "the job queue (Redis) is not reachable, so the download's "
+                           "progress is unknown")
+    return jsonify(state or {})
+
+
+@bp.post("/dataset/download")
+def dataset_download_start():
+    """Queue the dataset download on a worker (into LAB_DATA_DIR)."""
+    from ml.data import scan
+    from worker import downloads
+    from worker.celery_app import app as celery_app
+    from worker.tasks import DOWNLOAD_TASK
+
+    data = request.get_json(silent=True) or {}
+    source = data.get("source", "auto") if isinstance(data, dict) else "auto"
+    if source not in ("auto", "petimages", "kaggle"):
+        return _error(422, "source must be auto, petimages or kaggle", fields={
+            "source": f"unknown source {source!r}"})
+    data_dir = _settings().data_dir
+    try:
+        if data_dir.is_dir() and len(scan(data_dir).images):
+            return _error(409, f"{data_dir} already holds a dataset; the download would not "
+                               f"overwrite it")
+    except Exception:
+        pass  # an unreadable folder: the download reports the real problem
+    try:
+        if not downloads.start(_settings(), source):
+            return _error(409, "a download is already running; its progress is shown here")
+        celery_app.send_task(DOWNLOAD_TASK, kwargs={"source": source}, ignore_result=True)
+    except Exception as exc:
+        log.warning("could not queue the dataset download: %s", exc)
+        return _error(503, REDIS_DOWN.replace("the run", "the download"))
+    return jsonify(downloads.read(_settings())), 202
+
+
+@bp.post("/dataset/download/cancel")
+def dataset_download_cancel():
+    from worker import downloads
+
+    if not downloads.request_cancel(_settings()):
+        return _error(409, "no download is running")
+    return jsonify(downloads.read(_settings())), 202

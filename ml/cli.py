@@ -1,4 +1,4 @@
-"""Command line: ``python -m ml scan|train|evaluate|predict`` (forms kept stable for scripts).
+"""Command line: ``python -m ml scan|train|evaluate|predict|download`` (stable forms).
 
 Every error a person can fix exits non-zero with one clear sentence and no traceback
 (``--debug`` shows the traceback).
@@ -151,6 +151,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_ERROR if failures else 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ml.fetch import download_dataset
+
+    bar = tqdm(unit="B", unit_scale=True, unit_divisor=1024, desc="download",
+               disable=not (args.progress or sys.stderr.isatty()))
+
+    def on_progress(done: int, total: int | None) -> None:
+        if total and bar.total != total:
+            bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        summary = download_dataset(args.dest, source=args.source, url=args.url,
+                                   sha256=args.sha256, force=args.force,
+                                   on_progress=on_progress)
+    finally:
+        bar.close()
+    print(f"unpacked {summary['total']} photos ({summary['cats']} cats, {summary['dogs']} dogs, "
+          f"{summary['skipped']} skipped) into {summary['root']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m ml", description="Kitten-and-Puppy Lab: cat/dog CNNs.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -195,13 +219,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.add_argument("files", nargs="+")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("download", help="download the dataset and unpack it into a folder")
+    p.add_argument("--dest", required=True, help="dataset folder to create (LAB_DATA_DIR)")
+    p.add_argument("--source", choices=["auto", "kaggle", "petimages"], default="auto",
+                   help="auto: Kaggle when credentials are set, else Microsoft's PetImages")
+    p.add_argument("--url", help="take the archive from this URL instead (a mirror)")
+    p.add_argument("--sha256", help="expected sha256 of the archive")
+    p.add_argument("--force", action="store_true", help="replace an existing dataset")
+    p.add_argument("--progress", action="store_true", help="progress bar even when not a tty")
+    p.set_defaults(func=cmd_download)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if args.command != "scan":  # scan never needs TensorFlow
+    if args.command not in ("scan", "download"):  # these never need TensorFlow
         import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("tensorflow", "absl", "h5py"):

@@ -36,3 +36,7 @@ class ModelError(LabError):
 
 class WeightsDownloadError(ModelError):
     """Pretrained weights could not be downloaded (usually: the machine is offline)."""
+
+
+class DownloadError(LabError):
+    """The dataset could not be downloaded or unpacked (offline, refused, corrupt)."""

@@ -239,3 +239,80 @@ def test_pages_fit_a_phone_screen(idle_lab, watched):
         assert overflow <= 1, f"{path} is {overflow}px wider than a phone screen"
     page.goto(idle_lab.url + "/predict")
     shot(page, "predict-phone")
+
+
+def _petimages_zip(per_class: int = 12) -> bytes:
+    """A small archive in Microsoft's PetImages layout, padded so a download takes a moment."""
+    import io
+    import os as _os
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        for kind, folder in (("cat", "Cat"), ("dog", "Dog")):
+            for i in range(per_class):
+                archive.writestr(f"PetImages/{folder}/{i}.jpg",
+                                 photo_bytes(kind, size=64, seed=i + (0 if kind == "cat" else 99)))
+        archive.writestr("PetImages/Cat/666.jpg", b"")  # like the real archive's empty file
+        archive.writestr("readme[1].txt", _os.urandom(1_500_000))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def empty_lab(tmp_path_factory):
+    """A second lab with no dataset, whose download URL is a slow local server."""
+    import threading
+    import time as _time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from tests.lab_stack import LabStack
+
+    body = _petimages_zip()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Type", "application/zip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            for start in range(0, len(body), 64 * 1024):  # about 3 s in all
+                self.wfile.write(body[start:start + 64 * 1024])
+                _time.sleep(0.12)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    work = tmp_path_factory.mktemp("empty-lab")
+    url = f"http://127.0.0.1:{server.server_address[1]}/kagglecatsanddogs.zip"
+    lab = LabStack(work, work / "data" / "PetImages-here", extra_env={
+        "LAB_DATASET_URL": url, "HOME": str(work)}).start()  # HOME: no ~/.kaggle here
+    yield lab
+    lab.stop()
+    server.shutdown()
+
+
+def test_dataset_tab_downloads_the_dataset_on_a_worker_with_live_progress(empty_lab, watched):
+    page = watched().page
+    page.goto(empty_lab.url + "/dataset")
+    assert "missing" in page.locator("#dataset-problem h2").inner_text()
+    page.click("#download-start")
+    page.wait_for_function("/^Downloading: .* of .*%/.test("
+                           "document.getElementById('download-text').textContent)",
+                           timeout=60_000)
+    progress = page.locator("#download-text").inner_text()
+    assert " of " in progress and "MB" in progress
+    assert page.locator("#download-cancel").is_visible()
+    assert not page.locator("#download-start").is_visible()
+    shot(page, "dataset-downloading")
+    # When it is done the page reloads with the photos.
+    page.wait_for_selector(".ds-stats", timeout=120_000)
+    stats = page.locator(".ds-stats").inner_text()
+    assert "24" in stats and "12" in stats  # 24 photos, 12 of each
+    state = empty_lab.get("/api/dataset/download").json()
+    assert state["state"] == "succeeded" and state["done"] == state["total"]
+    # A second download would overwrite it: refused.
+    again = empty_lab.post("/api/dataset/download", json={})
+    assert again.status_code == 409 and "already holds a dataset" in again.json()["error"]
+    assert empty_lab.post("/api/dataset/download/cancel").status_code == 409

@@ -134,3 +134,50 @@ def train_run(self, run_id: str) -> dict[str, Any]:
     log.info("run %s %s: best val accuracy %s", run_id, summary["status"],
              summary["metrics"]["best_val_accuracy"])
     return {"run_id": run_id, "status": summary["status"]}
+
+
+DOWNLOAD_TASK = "lab.download_dataset"
+PROGRESS_EVERY_S = 0.5
+
+
+@app.task(name=DOWNLOAD_TASK, bind=True, acks_late=True)
+def download_dataset_task(self, source: str = "auto") -> dict[str, Any]:
+    """Download the dataset into ``LAB_DATA_DIR``, reporting progress for the Dataset tab."""
+    from ml.fetch import download_dataset
+    from worker import downloads
+
+    state = downloads.read(settings)
+    if state is None or state["state"] != "queued":
+        return {"state": state["state"] if state else "missing"}  # a duplicate message
+    if state["cancel"]:
+        downloads.update(settings, state="cancelled", error="cancelled before it started")
+        return {"state": "cancelled"}
+    downloads.update(settings, state="running", worker=self.request.hostname or "worker")
+    last = [0.0]
+
+    def on_progress(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY_S or (total and done >= total):
+            last[0] = now
+            downloads.update(settings, done=done, total=total)
+
+    def should_stop() -> bool:
+        return downloads.cancel_requested(settings)
+
+    url = os.environ.get("LAB_DATASET_URL") or None
+    try:
+        summary = download_dataset(settings.data_dir, source=source, url=url,
+                                   on_progress=on_progress, should_stop=should_stop)
+    except LabError as exc:
+        outcome = "cancelled" if should_stop() else "failed"
+        downloads.update(settings, state=outcome, error=str(exc))
+        log.warning("dataset download %s: %s", outcome, exc)
+        return {"state": outcome, "error": str(exc)}
+    except Exception as exc:
+        log.exception("dataset download failed")
+        downloads.update(settings, state="failed", error=f"the download failed: {exc}")
+        return {"state": "failed", "error": str(exc)}
+    downloads.update(settings, state="succeeded", summary={k: str(v) if k == "root" else v
+                                                           for k, v in summary.items()})
+    log.info("dataset downloaded into %s: %s", settings.data_dir, summary)
+    return {"state": "succeeded"}
