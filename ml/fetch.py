@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -57,8 +58,10 @@ def _stream(url: str, dest: Path, *, headers: dict[str, str], expected_size: int
             timeout: float, kaggle: bool) -> str:
     """Download url to dest; returns the sha256. Raises DownloadError with a sentence."""
     host = urlparse(url).hostname or url
-    request = urllib.request.Request(url, headers={"User-Agent": "kitten-and-puppy-lab",
-                                                   **headers})
+    request = urllib.request.Request(url, headers={"User-Agent": "kitten-and-puppy-lab"})
+    for name, value in headers.items():
+        # Not sent on to a redirect's host (Kaggle redirects to signed storage URLs).
+        request.add_unredirected_header(name, value)
     digest = hashlib.sha256()
     done = 0
     try:
@@ -84,10 +87,16 @@ def _stream(url: str, dest: Path, *, headers: dict[str, str], expected_size: int
                 f"KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json, and accept the "
                 f"competition's rules on kaggle.com") from exc
         raise DownloadError(f"{host} answered HTTP {exc.code} for {url}") from exc
-    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+    except http.client.HTTPException as exc:  # e.g. a chunked body cut off
+        raise DownloadError(f"the download from {host} was cut off ({type(exc).__name__}); "
+                            f"try again") from exc
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         raise DownloadError(
-            f"could not download from {host} (is this machine offline?): copy the photos "
-            f"into the dataset folder by hand, or set Kaggle credentials") from exc
+            f"could not reach {host} (is this machine offline?): copy the photos into "
+            f"LAB_DATA_DIR by hand, or set Kaggle credentials") from exc
+    except OSError as exc:  # local: a full disk, a read-only folder
+        raise DownloadError(f"could not write the download to {dest.parent}: "
+                            f"{exc.strerror or exc}") from exc
     if total is not None and done != total:
         raise DownloadError(f"the download from {host} stopped early: got {done:,} of "
                             f"{total:,} bytes; try again")
@@ -155,14 +164,16 @@ def download_dataset(dest: str | os.PathLike[str], *, source: str = "auto",
     target = Path(dest).expanduser()
     if source not in ("auto", "kaggle", "petimages"):
         raise DownloadError(f"unknown source {source!r}; choose auto, kaggle or petimages")
-    if target.exists() and any(target.iterdir()) and not force:
+    if target.exists() and not target.is_dir():
+        raise DownloadError(f"{target} is a file, not a folder; choose another LAB_DATA_DIR")
+    if target.is_dir() and any(target.iterdir()) and not force:
         try:
             has_photos = len(scan(target).images) > 0
         except Exception:
-            has_photos = True
-        if has_photos:
-            raise DownloadError(f"{target} already holds photos; not overwriting them "
-                                f"(use --force to replace the folder)")
+            has_photos = False
+        what = "photos" if has_photos else "files"
+        raise DownloadError(f"{target} already holds {what}; not overwriting them "
+                            f"(use --force to replace the folder)")
     creds = kaggle_credentials()
     if source == "kaggle" and creds is None:
         raise DownloadError("no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY, or "
@@ -190,8 +201,14 @@ def download_dataset(dest: str | os.PathLike[str], *, source: str = "auto",
             raise DownloadError(f"the download's sha256 is {got}, not the expected {sha256}")
         _unpack(part, work)
         if target.exists():
-            shutil.rmtree(target)
-        os.replace(work, target)
+            # Keep the old folder until the new one is in place: a failed move loses nothing.
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(work, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(work, target)
     finally:
         part.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)

@@ -96,6 +96,61 @@ def test_petimages_zip_downloads_with_progress_and_unpacks(server, tmp_path):
     assert again["total"] == 10
 
 
+def test_a_folder_with_other_files_is_never_replaced_without_force(server, tmp_path):
+    base, routes = server
+    routes["/pets.zip"] = (petimages_zip(), None, 200, 0)
+    target = tmp_path / "data"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(DownloadError, match="already holds files"):
+        download_dataset(target, url=base + "/pets.zip")
+    assert (target / "notes.txt").read_text() == "mine"
+
+
+def test_kaggle_credentials_are_not_sent_on_to_a_redirects_host(server, tmp_path,
+                                                                 monkeypatch):
+    base, routes = server
+    seen = []
+
+    class Storage(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            seen.append(self.headers.get("Authorization"))
+            body = kaggle_zip()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    storage = ThreadingHTTPServer(("127.0.0.1", 0), Storage)
+    threading.Thread(target=storage.serve_forever, daemon=True).start()
+    storage_url = f"http://127.0.0.1:{storage.server_address[1]}/signed.zip"
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(302)
+            self.send_header("Location", storage_url)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    kaggle = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=kaggle.serve_forever, daemon=True).start()
+    monkeypatch.setenv("LAB_KAGGLE_API", f"http://127.0.0.1:{kaggle.server_address[1]}/api/v1")
+    monkeypatch.setenv("KAGGLE_USERNAME", "ada")
+    monkeypatch.setenv("KAGGLE_KEY", "s3cret")
+    try:
+        assert download_dataset(tmp_path / "data")["total"] == 8
+    finally:
+        storage.shutdown()
+        kaggle.shutdown()
+    assert seen == [None]
+
+
 def test_kaggle_files_with_credentials(server, tmp_path, monkeypatch):
     base, routes = server
     token = "Basic " + base64.b64encode(b"ada:s3cret").decode()
@@ -140,7 +195,7 @@ def test_bad_downloads_leave_nothing_behind(server, tmp_path):
 
 def test_offline_is_one_clear_sentence(tmp_path):
     url = f"http://127.0.0.1:{free_port()}/pets.zip"  # nothing listens there
-    with pytest.raises(DownloadError, match="is this machine offline"):
+    with pytest.raises(DownloadError, match="could not reach 127.0.0.1 .is this machine offline"):
         download_dataset(tmp_path / "data", url=url, timeout=5)
     result = run_cli("download", "--dest", str(tmp_path / "data"), "--url", url)
     assert result.returncode == 2
