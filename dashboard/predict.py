@@ -52,6 +52,14 @@ def _loaded(run: dict[str, Any]):
         return loaded
 
 
+def display_name(filename: str | None) -> str:
+    """The name a person gave the file, for showing back: no folders, no control
+    characters, not endless. (Pages escape it; this only keeps it readable.)"""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if ch.isprintable())[:120]
+    return name or "photo"
+
+
 def _error(status: int, message: str, **extra: Any):
     return jsonify({"error": message, **extra}), status
 
@@ -76,7 +84,7 @@ def predict_api():
     if wanted:
         run = next((r for r in runs if r["id"] == wanted), None)
         if run is None:
-            return _error(404, f"there is no finished run {wanted!r} with a saved model")
+            return _error(404, f"there is no finished run {wanted[:40]!r} with a saved model")
     elif runs:
         run = runs[0]
     else:
@@ -90,25 +98,32 @@ def predict_api():
 
     results = []
     for upload in files:
-        name = upload.filename or "photo"
+        name = display_name(upload.filename)
         data = upload.read()
         try:
             with _predict_lock:
                 out = explain_bytes(loaded, data)
         except ImageError as exc:
-            results.append({"filename": name, "error": str(exc)})
+            results.append({"filename": name, "error": str(exc), "status": exc.status})
             continue
         results.append({
             "filename": name, "label": out["label"], "confidence": out["confidence"],
-            "cat_probability": out["cat_probability"],
+            "cat_probability": out["cat_probability"], "format": out["format"],
+            "width": out["size"][0], "height": out["size"][1], "notes": out["notes"],
             "heatmap": "data:image/png;base64," + base64.b64encode(out["overlay_png"]).decode(),
         })
     body = {"model": {"run_id": run["id"], "recipe": run["config"]["recipe"],
                       "image_size": loaded.image_size,
                       "best_val_accuracy": run["best_val_accuracy"]},
             "results": results}
-    ok = any("error" not in r for r in results)
-    return jsonify(body), 200 if ok else 422
+    if any("error" not in r for r in results):
+        return jsonify(body), 200
+    # Every photo was refused: one shared reason gives its own status (415, 413...).
+    statuses = {r["status"] for r in results}
+    status = statuses.pop() if len(statuses) == 1 else 422
+    body["error"] = results[0]["error"] if len(results) == 1 else \
+        "none of these photos could be read: see each one's message"
+    return jsonify(body), status
 
 
 @bp.app_errorhandler(RequestEntityTooLarge)

@@ -27,7 +27,15 @@ class ConfigError(LabError):
 
 
 class ImageError(LabError):
-    """A photo that cannot be read (empty, corrupt, not an image, too large)."""
+    """A photo that cannot be read (empty, corrupt, not an image, too large).
+
+    ``status`` is the HTTP status an API answers with: 415 not a photo, 413 too large,
+    422 empty, corrupt or truncated.
+    """
+
+    def __init__(self, message: str, status: int = 422):
+        super().__init__(message)
+        self.status = status
 
 
 class ModelError(LabError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,45 +17,114 @@ from ml.model_io import LoadedModel
 log = logging.getLogger(__name__)
 
 MAX_PIXELS = 50_000_000  # larger photos are refused before decoding (decompression bombs)
+MAX_SIDE = 30_000  # and so are absurd shapes, such as a 1 x 40,000,000 strip
+# The formats a photo may be in, decided by its bytes, never its name. Pillow is asked to
+# try only these, so no other decoder (EPS calls Ghostscript, for one) ever sees an upload.
+FORMATS = ("JPEG", "PNG", "GIF", "BMP", "WEBP", "TIFF")  # JPEG includes MPO
+ACCEPTED = "JPEG, PNG, GIF, BMP, WebP or TIFF"
+# Pillow warns about every oddity of a malformed file; uploads are refused or not, either way
+# the web log need not repeat the decoder's complaints.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+# Our own, lower limit (MAX_PIXELS) refuses these before Pillow's warning would matter.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+Image.init()  # registers every plugin, so Image.open(formats=FORMATS) knows WebP and TIFF
+# Things people upload by mistake, known by their first bytes: a kinder message than "no".
+_KNOWN = ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a zip archive"),
+          (b"\x1f\x8b", "a gzip archive"), (b"<svg", "an SVG drawing"),
+          (b"<?xml", "an XML file"), (b"<!DOCTYPE", "a web page"), (b"<html", "a web page"),
+          (b"\x00\x00\x00\x0cjP", "a JPEG 2000 image"), (b"8BPS", "a Photoshop file"),
+          (b"\x7fELF", "a program"), (b"MZ", "a program"))
 
 
-def load_rgb(data: bytes) -> Image.Image:
-    """Decode any Pillow-readable photo to RGB, upright per its EXIF orientation.
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
 
-    Greyscale, palette, 16-bit, CMYK and transparent images are converted; transparency is
-    flattened onto white. Animated images use their first frame.
+
+def _not_a_photo(data: bytes) -> ImageError:
+    """The error for bytes Pillow cannot identify, saying what they look like if we know."""
+    head = data[:64].lstrip()
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc"):
+        return ImageError("this is an HEIC photo (iPhone), which this lab cannot read: export "
+                          "it as JPEG, or set the camera to 'Most Compatible'", 415)
+    if data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+        return ImageError("the image is corrupt: it starts like a photo but could not be "
+                          "decoded", 422)
+    kind = next((kind for magic, kind in _KNOWN if head.startswith(magic)), None)
+    if head[4:8] == b"ftyp":
+        kind = "a video or HEIF file"
+    return ImageError((f"this is {kind}, not a photo" if kind else "not a photo this lab "
+                       "can read") + f": send a {ACCEPTED} file", 415)
+
+
+@dataclass
+class Photo:
+    """A decoded upload: upright RGB, the format its bytes are in, its size as sent, and
+    notes on what was converted for the model."""
+
+    image: Image.Image
+    format: str
+    size: tuple[int, int]
+    notes: list[str]
+
+
+def read_photo(data: bytes) -> Photo:
+    """Decode a photo to upright RGB, noting what was converted for the model.
+
+    Greyscale, palette, 16-bit, CMYK and transparent images are converted (transparency is
+    flattened onto white), animated ones use their first frame: each says so in a note.
+    Raises ImageError, with an HTTP status, for anything that is not a readable photo.
     """
     if not data:
-        raise ImageError("the file is empty")
+        raise ImageError("the file is empty", 422)
+    notes: list[str] = []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise ImageError(f"the photo is too large ({width}x{height} pixels; "
-                                 f"at most {MAX_PIXELS // 1_000_000} megapixels)")
-            image.load()
+        image = Image.open(io.BytesIO(data), formats=FORMATS)
+        width, height = image.size
+        if width * height > MAX_PIXELS or max(width, height) > MAX_SIDE:
+            raise ImageError(f"the photo is too large ({width}x{height} pixels; at most "
+                             f"{MAX_PIXELS // 1_000_000} megapixels and {MAX_SIDE:,} pixels "
+                             f"a side)", 413)
+        if width < 1 or height < 1:
+            raise ImageError("the image has no pixels", 422)
+        fmt = "JPEG" if image.format == "MPO" else str(image.format)
+        frames = getattr(image, "n_frames", 1)
+        if frames > 1:
+            notes.append(f"animated ({frames} frames): the first frame was used")
+        if image.format in ("JPEG", "MPO"):
+            # Decode at the smallest DCT scale still >= 1024 px: big phone photos cost
+            # a fraction of a full decode, and the model sees at most 512 px anyway.
+            image.draft("RGB" if image.mode != "CMYK" else "CMYK", (1024, 1024))
+        image.load()
+        if image.mode == "CMYK":
+            notes.append("CMYK colours were converted to RGB")
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            # 16/32-bit greyscale: scale to 8 bits rather than clip to white.
+            arr = np.nan_to_num(np.asarray(image, dtype=np.float64))
+            arr -= min(arr.min(), 0.0)
+            top = arr.max() or 1.0
+            image = Image.fromarray((arr * (255.0 / top)).astype(np.uint8))
+            notes.append("a 16-bit image: scaled to 8 bits")
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P"
+                                                   and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, rgba)
+        return Photo(image.convert("RGB"), fmt, (width, height), notes)
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError("not an image Pillow can read (JPEG, PNG, GIF, BMP, WebP, TIFF...)"
+        raise _not_a_photo(data) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning, MemoryError):
+        raise ImageError("the photo is too large to decode safely", 413) from None
+    except Exception as exc:  # noqa: BLE001 - a hostile file can trip any decoder error
+        log.info("unreadable upload: %s: %s", type(exc).__name__, exc)
+        raise ImageError("the image is corrupt or truncated: it could not be decoded", 422
                          ) from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError("the photo is too large to decode safely") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"the image is corrupt or truncated ({exc})") from None
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16/32-bit greyscale: scale to 8 bits rather than clip to white.
-        arr = np.asarray(image, dtype=np.float64)
-        top = arr.max() or 1.0
-        image = Image.fromarray((arr * (255.0 / top)).astype(np.uint8))
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB")
+
+
+def load_rgb(data: bytes) -> Image.Image:
+    """Decode any accepted photo to upright RGB (see read_photo)."""
+    return read_photo(data).image
 
 
 def to_model_input(image: Image.Image, image_size: int) -> np.ndarray:
@@ -145,7 +215,11 @@ def overlay_png(image: Image.Image, heatmap: np.ndarray, max_side: int = 512,
 
 
 def explain_bytes(loaded: LoadedModel, data: bytes) -> dict[str, Any]:
-    """Prediction plus Grad-CAM: ``{label, cat_probability, confidence, heatmap, overlay_png}``."""
-    image = load_rgb(data)
-    heatmap, p = gradcam(loaded, image)
-    return {**_result(p), "heatmap": heatmap, "overlay_png": overlay_png(image, heatmap)}
+    """Prediction plus Grad-CAM.
+
+    ``{label, cat_probability, confidence, heatmap, overlay_png, format, size, notes}``.
+    """
+    photo = read_photo(data)
+    heatmap, p = gradcam(loaded, photo.image)
+    return {**_result(p), "heatmap": heatmap, "overlay_png": overlay_png(photo.image, heatmap),
+            "format": photo.format, "size": photo.size, "notes": photo.notes}

@@ -36,35 +36,61 @@
     bar.append(fill);
     const detail = document.createElement("p");
     detail.className = "muted small";
-    detail.textContent = "probability of cat: " + result.cat_probability.toFixed(3);
-    el.append(img, verdict, bar, detail, name);
+    detail.textContent = "probability of cat: " + result.cat_probability.toFixed(3) +
+      " · " + result.format + " " + result.width + "×" + result.height;
+    el.append(img, verdict, bar, detail);
+    for (const text of result.notes || []) {
+      const note = document.createElement("p");
+      note.className = "note";
+      note.textContent = "Note: " + text + ".";
+      el.append(note);
+    }
+    el.append(name);
     return el;
+  }
+
+  const form = $("predict-form");
+  const maxFiles = Number(form.dataset.maxFiles), maxBytes = Number(form.dataset.maxBytes);
+  const mb = (n) => (n / 1048576).toFixed(1) + " MB";
+
+  function showError(message) {
+    $("predict-status").textContent = "";
+    $("predict-error").textContent = message.charAt(0).toUpperCase() + message.slice(1);
+    $("predict-error").hidden = false;
   }
 
   async function send(files) {
     if (!files.length) return;
     $("predict-error").hidden = true;
+    // Said before uploading anything: the server would refuse these anyway (413).
+    const total = files.reduce((sum, f) => sum + f.size, 0);
+    if (files.length > maxFiles) {
+      return showError("that is " + files.length + " photos; send at most " + maxFiles +
+                       " at a time.");
+    }
+    if (total > maxBytes) {
+      return showError("these photos add up to " + mb(total) + "; the lab takes at most " +
+                       mb(maxBytes) + " at a time. Send fewer or smaller photos.");
+    }
     $("predict-status").textContent = "Looking at " + files.length + " photo" +
       (files.length > 1 ? "s" : "") + "…";
-    const form = new FormData();
-    form.append("model", $("model").value);
-    for (const f of files) form.append("photos", f, f.name);
+    const body = new FormData();
+    body.append("model", $("model").value);
+    for (const f of files) body.append("photos", f, f.name);
     try {
-      const resp = await fetch("/api/predict", { method: "POST", body: form });
-      let body;
-      try { body = await resp.json(); } catch (err) { body = {}; }
-      if (!body.results) {
-        throw new Error(body.error || "the lab could not read these photos (" + resp.status + ")");
+      const resp = await fetch("/api/predict", { method: "POST", body: body });
+      let answer;
+      try { answer = await resp.json(); } catch (err) { answer = {}; }
+      if (!answer.results) {
+        throw new Error(answer.error || "the lab could not read these photos (" + resp.status + ")");
       }
       // Newest batch first, each batch in the order the photos were given.
       const batch = document.createDocumentFragment();
-      body.results.forEach((r, i) => batch.append(card(r, files[i])));
+      answer.results.forEach((r, i) => batch.append(card(r, files[i])));
       results.prepend(batch);
-      $("predict-status").textContent = "Model " + body.model.run_id + " (" + body.model.recipe + ")";
+      $("predict-status").textContent = "Model " + answer.model.run_id + " (" + answer.model.recipe + ")";
     } catch (err) {
-      $("predict-status").textContent = "";
-      $("predict-error").textContent = err.message.charAt(0).toUpperCase() + err.message.slice(1);
-      $("predict-error").hidden = false;
+      showError(err.message);
     }
   }
 

@@ -30,7 +30,7 @@ def test_predict_api_answers_each_photo(idle_lab):
     assert empty["filename"] == "empty.jpg" and "empty" in empty["error"]
 
     only_bad = idle_lab.post("/api/predict", files=[("photos", ("x.jpg", b"junk", "image/jpeg"))])
-    assert only_bad.status_code == 422 and "error" in only_bad.json()["results"][0]
+    assert only_bad.status_code == 415 and "not a photo" in only_bad.json()["error"]
     assert idle_lab.post("/api/predict").status_code == 400
     unknown = idle_lab.post("/api/predict", data={"model": "nope"},
                             files=[("photos", ("c.jpg", photo_bytes(), "image/jpeg"))])

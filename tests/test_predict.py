@@ -97,21 +97,25 @@ def test_exif_orientation_is_respected():
     assert bottom[2] > 200 and bottom[0] < 60
 
 
-@pytest.mark.parametrize("data,message", [
-    (b"", "empty"),
-    (b"plain text, not a photo", "not an image"),
-    (photo_bytes("cat")[:300], "corrupt or truncated"),
+@pytest.mark.parametrize("data,message,status", [
+    (b"", "empty", 422),
+    (b"plain text, not a photo", "not a photo", 415),
+    (b"%PDF-1.7 ...", "a PDF document, not a photo", 415),
+    (b"\x00\x00\x00\x18ftypheic\x00\x00", "HEIC photo .*export it as JPEG", 415),
+    (photo_bytes("cat")[:300], "corrupt or truncated", 422),
 ])
-def test_bad_photos_raise_clear_image_errors(loaded, data, message):
-    with pytest.raises(ImageError, match=message):
+def test_bad_photos_raise_clear_image_errors(loaded, data, message, status):
+    with pytest.raises(ImageError, match=message) as caught:
         predict_bytes(loaded, data)
+    assert caught.value.status == status
 
 
 def test_huge_dimensions_are_refused_before_decoding(loaded):
     buf = io.BytesIO()
     Image.new("L", (10_000, 6_000)).save(buf, format="PNG")  # 60 MP, tiny file
-    with pytest.raises(ImageError, match="too large"):
+    with pytest.raises(ImageError, match="too large") as caught:
         predict_bytes(loaded, buf.getvalue())
+    assert caught.value.status == 413
 
 
 def test_gradcam_heatmap_and_overlay(loaded):
