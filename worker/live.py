@@ -12,12 +12,17 @@ import os
 import threading
 import time
 
+import socketio
+
 from ml.events import Event
 from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
 EVENT_MESSAGE = "run_event"
+# After a failed publish, skip publishing this long: each try against a Redis that is down
+# costs a connection attempt per event, and viewers catch up from the store meanwhile.
+RETRY_AFTER_S = 5.0
 
 
 def room_of(run_id: str) -> str:
@@ -25,33 +30,60 @@ def room_of(run_id: str) -> str:
     return f"run:{run_id}"
 
 
+class _Emitter(socketio.RedisManager):
+    """python-socketio's write-only emitter, remembering whether the last publish worked
+    (it gives up quietly rather than raising)."""
+
+    ok = True
+
+    def _publish(self, data):
+        result = super()._publish(data)
+        self.ok = result is not None  # Redis answers with the subscriber count
+        return result
+
+
 class Publisher:
-    """A write-only ``SocketIO(message_queue=...)``, built once per process."""
+    """Publishes run events to the web processes, built once per process."""
 
     def __init__(self, settings: Settings):
         self._settings = settings
-        self._socketio = None
+        self._emitter: _Emitter | None = None
         self._pid = None
         self._lock = threading.Lock()
-        self._last_warning = 0.0
+        self._down_since: float | None = None
+        self._skip_until = 0.0
 
-    def _client(self):
+    def _client(self) -> _Emitter:
         # Built lazily in the process that uses it: a Redis connection must not cross a fork.
-        if self._socketio is None or self._pid != os.getpid():
-            from flask_socketio import SocketIO
-
-            self._socketio = SocketIO(message_queue=self._settings.redis_url,
-                                      channel=self._settings.socketio_channel)
+        if self._emitter is None or self._pid != os.getpid():
+            # python-socketio logs two errors per event while Redis is down; this class says
+            # it once when the outage starts and once when it ends.
+            quiet = logging.getLogger(__name__ + ".socketio")
+            quiet.setLevel(logging.CRITICAL)
+            self._emitter = _Emitter(self._settings.redis_url,
+                                     channel=self._settings.socketio_channel,
+                                     write_only=True, logger=quiet)
             self._pid = os.getpid()
-        return self._socketio
+        return self._emitter
 
     def publish(self, ev: Event) -> None:
+        now = time.monotonic()
+        if now < self._skip_until:
+            return
         try:
             with self._lock:
-                self._client().emit(EVENT_MESSAGE, ev, to=room_of(ev["run_id"]))
+                emitter = self._client()
+                emitter.emit(EVENT_MESSAGE, ev, room=room_of(ev["run_id"]))
+                ok = emitter.ok
         except Exception as exc:  # never let the live channel break a run
-            now = time.monotonic()
-            if now - self._last_warning > 30:
-                self._last_warning = now
-                log.warning("live events not published (%s); viewers will catch up from "
-                            "the run store", exc)
+            log.debug("publish failed: %s", exc)
+            ok = False
+        if not ok:
+            self._skip_until = now + RETRY_AFTER_S
+            if self._down_since is None:
+                self._down_since = now
+                log.warning("live events not published: Redis is not reachable; viewers "
+                            "catch up from the run store, and publishing resumes when it is")
+        elif self._down_since is not None:
+            log.info("live events published again after %.0f s", now - self._down_since)
+            self._down_since = None
