@@ -32,6 +32,14 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     app = Flask(__name__, template_folder="../templates", static_folder="../static")
     app.config["LAB_SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
+    from dashboard import access
+
+    app.secret_key = access.secret_key(settings)
+    # Lax: the unlocked session never rides along on another site's POST.
+    app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_NAME="lab_session")
+    if not settings.passcode:
+        log.info("LAB_PASSCODE is not set: anyone who can open the lab may launch and "
+                 "cancel runs")
     store = RunStore(settings.database_url)
     app.extensions["lab_store"] = store
     from worker import celery_app
@@ -58,7 +66,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
 
     from dashboard import api, assets, dataset, predict, runs, train
 
-    for module in (api, assets, dataset, train, runs, predict):
+    for module in (api, access, assets, dataset, train, runs, predict):
         app.register_blueprint(module.bp)
     app.add_url_rule("/", "home", lambda: redirect(url_for("runs.index")))
 
@@ -69,6 +77,13 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
             return jsonify({"error": exc.description or exc.name}), exc.code or 500
         return render_template("error.html", tab="", heading=f"{exc.code} · {exc.name}",
                                message=exc.description or exc.name), exc.code or 500
+
+    @app.errorhandler(access.Denied)
+    def _denied(exc: access.Denied):
+        heading = "Too many tries" if exc.status == 429 else "Passcode needed"
+        return render_template("error.html", tab="", heading=heading,
+                               message=exc.message[0].upper() + exc.message[1:] + ".",
+                               unlock=exc.status in (401, 403)), exc.status
 
     _register_socket_handlers(store, relay)
     if start_background:

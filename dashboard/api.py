@@ -12,6 +12,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from dashboard import access
 from ml.config import TrainConfig, parse_config
 from ml.errors import ConfigError
 from worker.store import RunStore
@@ -44,6 +45,11 @@ def _http_error(exc: HTTPException):
     return _error(exc.code or 500, exc.description or exc.name)
 
 
+@bp.errorhandler(access.Denied)
+def _denied(exc: access.Denied):
+    return _error(exc.status, exc.message)
+
+
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception):
     log.exception("API error")
@@ -57,11 +63,14 @@ class QueueDown(Exception):
 def launch(config: TrainConfig) -> dict[str, Any]:
     """Store a new run, queue its training task and announce it; the run as stored.
 
-    Used by the API and the Train form. Raises QueueDown, leaving no trace, when Redis
+    Used by the API and the Train form. Raises access.Denied when the caller lacks the
+    passcode or has too many runs waiting, and QueueDown, leaving no trace, when Redis
     cannot take the task.
     """
     store = _store()
-    run, queued = store.create_run(config.to_dict())
+    access.require_passcode("launching a run")
+    access.check_queue_cap(store)
+    run, queued = store.create_run(config.to_dict(), client=access.client_id())
     from worker.celery_app import queue_run
 
     try:
@@ -140,6 +149,12 @@ def run_events(run_id: str):
 @bp.post("/runs/<run_id>/cancel")
 def cancel_run(run_id: str):
     store = _store()
+    run = store.get_run(run_id)
+    if run is None:
+        return _error(404, f"there is no run {run_id!r}")
+    if not access.may_cancel(run):
+        raise access.Denied(401, access.NEEDS.format(
+            what="cancelling a run someone else launched"))
     outcome, ev = store.request_cancel(run_id)
     if outcome == "missing":
         return _error(404, f"there is no run {run_id!r}")
@@ -199,6 +214,7 @@ def dataset_download_start():
     from worker.celery_app import app as celery_app
     from worker.tasks import DOWNLOAD_TASK
 
+    access.require_passcode("downloading the dataset")
     data = request.get_json(silent=True) or {}
     source = data.get("source", "auto") if isinstance(data, dict) else "auto"
     if source not in ("auto", "petimages", "kaggle"):
@@ -225,6 +241,7 @@ def dataset_download_start():
 def dataset_download_cancel():
     from worker import downloads
 
+    access.require_passcode("cancelling the dataset download")
     if not downloads.request_cancel(_settings()):
         return _error(409, "no download is running")
     return jsonify(downloads.read(_settings())), 202

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, abort, current_app, render_template, request, send_file
 
+from dashboard import access
 from ml.recipes import RECIPES
 from worker.store import RunStore
 
@@ -63,6 +64,7 @@ def detail(run_id: str):
     recipe = RECIPES.get(run["config"].get("recipe"))
     return render_template("run.html", tab="runs", run=run, recipe=recipe,
                            has_model=model_file(run) is not None,
+                           can_cancel=access.may_cancel(run),
                            misclassified=_misclassified(run))
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
+from dashboard import access
 from dashboard.api import REDIS_DOWN, QueueDown, launch
 from ml.config import BOUNDS, TrainConfig, parse_config
 from ml.errors import ConfigError
@@ -82,6 +83,8 @@ def index():
 @bp.post("/train")
 def submit():
     data, errors = _form_to_config(request.form)
+    typed = {**{k: v for k, v in request.form.items() if k != "passcode"},
+             "augment": data["augment"]}
     try:
         config = parse_config({k: v for k, v in data.items() if k not in errors})
     except ConfigError as exc:
@@ -89,10 +92,15 @@ def submit():
     if errors:
         # What was typed stays in the boxes. Status 200, not 422: browsers log a failed
         # page load as a console error, and this page is an answer, not a failure.
-        typed = {**{k: v for k, v in request.form.items()}, "augment": data["augment"]}
         return _render(typed, errors, "Some settings need fixing: see the marked boxes.")
     try:
         run = launch(config)
+    except access.Denied as exc:
+        if exc.status in (401, 403):
+            return _render(typed, {"passcode": "enter the lab passcode" if exc.status == 401
+                                   else "that is not the lab passcode"},
+                           "Starting a run needs the lab passcode.")
+        return _render(typed, notice=exc.message[0].upper() + exc.message[1:] + ".")
     except QueueDown:
         return _render(data, notice=REDIS_DOWN[0].upper() + REDIS_DOWN[1:] + ".", status=503)
     return redirect(url_for("runs.detail", run_id=run["id"]))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -53,13 +54,51 @@ def lab(tiny_dataset, tmp_path_factory):
     stack.stop()
 
 
+# A file name that would run script if any page failed to escape it.
+HOSTILE_NAME = '<img src=x onerror="window.__xss=1">&amp;'
+PASSCODE = "tabby-42"
+
+
+@pytest.fixture(scope="session")
+def hostile_dataset(tiny_dataset, tmp_path_factory) -> Path:
+    """The tiny dataset plus a photo and a non-photo whose names are markup."""
+    from ml.synthetic import photo_bytes
+
+    folder = tmp_path_factory.mktemp("hostile") / "train"
+    shutil.copytree(tiny_dataset, folder)
+    (folder / f"cat.{HOSTILE_NAME}.jpg").write_bytes(photo_bytes("cat", seed=99))
+    (folder / f"dog.{HOSTILE_NAME}.2.jpg").write_bytes(b"<script>window.__xss=2</script>")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def locked_lab(hostile_dataset, tmp_path_factory):
+    """A second real stack with LAB_PASSCODE set and at most 2 active runs per address."""
+    from tests.lab_stack import LabStack
+
+    stack = LabStack(tmp_path_factory.mktemp("locked"), hostile_dataset,
+                     {"LAB_PASSCODE": PASSCODE, "LAB_MAX_QUEUED_PER_CLIENT": "2"}).start()
+    yield stack
+    stack.stop()
+
+
+def _idle(stack):
+    """Every part up, nothing queued or running, before and after the test."""
+    for part, start in ((stack.redis, stack.start_redis), (stack.worker, stack.start_worker),
+                        (stack.web, stack.start_web)):
+        if part is None or not part.alive():
+            start()
+    stack.cancel_active()
+    yield stack
+    stack.cancel_active()
+
+
+@pytest.fixture
+def idle_locked_lab(locked_lab):
+    yield from _idle(locked_lab)
+
+
 @pytest.fixture
 def idle_lab(lab):
     """The stack with nothing queued or running before and after the test."""
-    for part, start in ((lab.redis, lab.start_redis), (lab.worker, lab.start_worker),
-                        (lab.web, lab.start_web)):
-        if part is None or not part.alive():
-            start()
-    lab.cancel_active()
-    yield lab
-    lab.cancel_active()
+    yield from _idle(lab)

@@ -41,8 +41,15 @@ class LabStack:
             "LAB_WEIGHTS_BASE_URL": f"http://127.0.0.1:{stack.free_port()}/weights",
             "LAB_WEIGHTS_DIR": str(workdir / "weights"),
             **FAST_LOSS,
+            # Tests queue several runs from one address; the cap has its own tests.
+            "LAB_MAX_QUEUED_PER_CLIENT": "0",
             **(extra_env or {}),
         }
+        self.passcode = self.env.get("LAB_PASSCODE")
+        # The test's own client: it launched its runs, so it may cancel them.
+        self.session = requests.Session()
+        if self.passcode:
+            self.session.headers["X-Lab-Passcode"] = self.passcode
         self.url = f"http://127.0.0.1:{self.web_port}"
         self.redis = self.worker = self.web = None
 
@@ -73,10 +80,10 @@ class LabStack:
     # -- API ----------------------------------------------------------------------------
 
     def get(self, path: str, **kw) -> requests.Response:
-        return requests.get(self.url + path, timeout=30, **kw)
+        return self.session.get(self.url + path, timeout=30, **kw)
 
     def post(self, path: str, **kw) -> requests.Response:
-        return requests.post(self.url + path, timeout=30, **kw)
+        return self.session.post(self.url + path, timeout=30, **kw)
 
     def launch(self, config: dict[str, Any]) -> str:
         resp = self.post("/api/runs", json=config)

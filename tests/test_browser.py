@@ -316,3 +316,108 @@ def test_dataset_tab_downloads_the_dataset_on_a_worker_with_live_progress(empty_
     again = empty_lab.post("/api/dataset/download", json={})
     assert again.status_code == 409 and "already holds a dataset" in again.json()["error"]
     assert empty_lab.post("/api/dataset/download/cancel").status_code == 409
+
+
+def test_live_stream_goes_on_through_a_redis_outage_without_reload(idle_lab, watched):
+    run_id = idle_lab.launch({**ENDLESS, "epochs": 500, "image_size": 128})
+    page = watched().page
+    page.goto(f"{idle_lab.url}/runs/{run_id}")
+    wait_points(page, "loss-chart", 0)
+    page.evaluate("window.__sameLoad = true")  # gone if the page reloads
+
+    def grows_by(n: int) -> None:
+        start = points(page, "loss-chart", 0)
+        page.wait_for_function(f"({POINTS})('loss-chart', 0) >= {start + n}", timeout=90_000)
+
+    idle_lab.redis.stop()
+    grows_by(5)  # the worker trains on; the page hears of it through the web's store poll
+    idle_lab.start_redis()
+    grows_by(5)
+    assert page.evaluate("window.__sameLoad === true")
+    assert page.locator("#status").text_content() == "running"
+    page.click("#cancel")  # cancelling works again once Redis is back
+    page.wait_for_function("document.getElementById('status').textContent === 'cancelled'",
+                           timeout=90_000)
+
+
+def test_locked_lab_unlock_then_launch_while_visitors_only_watch(idle_locked_lab, watched):
+    from tests.conftest import PASSCODE
+
+    lab = idle_locked_lab
+    visitor = watched().page
+    visitor.goto(lab.url + "/train")
+    assert visitor.locator("#unlock-link").is_visible()
+    fill_train_form(visitor, epochs=300, image_size=128, batch_size=8,
+                    early_stopping_patience=100)
+    visitor.click("#start")  # no passcode typed
+    visitor.wait_for_selector(".field.passcode.invalid")
+    assert "needs the lab passcode" in visitor.locator(".notice.error").inner_text()
+    assert visitor.input_value("#f-epochs") == "300"  # what was typed stays
+
+    instructor = watched().page
+    instructor.goto(lab.url + "/runs")
+    instructor.click("#unlock-link")
+    instructor.fill("#passcode", "wrong")
+    instructor.click("#unlock")
+    assert "not the lab passcode" in instructor.locator("#unlock-error").inner_text()
+    shot(instructor, "unlock")
+    instructor.fill("#passcode", PASSCODE)
+    instructor.click("#unlock")
+    instructor.wait_for_url("**/runs")
+    assert "Unlocked" in instructor.locator(".lockstate").inner_text()
+    instructor.goto(lab.url + "/train")
+    assert instructor.locator("#f-passcode").count() == 0  # remembered for this browser
+    fill_train_form(instructor, epochs=300, image_size=128, batch_size=8,
+                    early_stopping_patience=100)
+    instructor.click("#start")
+    instructor.wait_for_url("**/runs/*")
+    wait_points(instructor, "loss-chart", 0)
+
+    visitor.goto(instructor.url)  # a student watches the instructor's run
+    wait_points(visitor, "loss-chart", 0)
+    assert visitor.locator("#cancel").count() == 0
+    assert visitor.locator("#unlock-to-cancel").is_visible()
+    shot(visitor, "run-locked")
+    instructor.click("#cancel")
+    for page in (instructor, visitor):
+        page.wait_for_function(
+            "document.getElementById('status').textContent === 'cancelled'", timeout=90_000)
+
+
+def test_markup_in_names_never_runs_and_photos_can_be_dropped(idle_locked_lab, watched):
+    from tests.conftest import HOSTILE_NAME
+
+    lab = idle_locked_lab
+    if not any(r["status"] == "succeeded" for r in lab.get("/api/runs").json()["runs"]):
+        lab.wait_status(lab.launch({**TINY, "epochs": 3}), "succeeded")
+    watcher = watched()
+    page = watcher.page
+    dialogs: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(lab.url + "/dataset?sort=image_path&order=desc")
+    assert page.get_by_text(HOSTILE_NAME, exact=False).count() >= 1  # shown, as text
+    page.goto(lab.url + "/predict")
+    # Drop a photo whose name is markup, and a too-large batch, as a person would drag them.
+    photo = list(photo_bytes("cat", size=80, seed=11))
+    page.evaluate("""([bytes, name]) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(bytes)], name, {type: 'image/jpeg'}));
+        const zone = document.getElementById('dropzone');
+        zone.dispatchEvent(new DragEvent('dragenter', {dataTransfer: dt, bubbles: true}));
+        zone.dispatchEvent(new DragEvent('drop', {dataTransfer: dt, bubbles: true}));
+    }""", [photo, HOSTILE_NAME + ".jpg"])
+    page.wait_for_selector(".result .verdict", timeout=60_000)
+    assert page.locator(".result figcaption").first.inner_text() == HOSTILE_NAME + ".jpg"
+    page.evaluate("""() => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(25 * 1048576)], 'huge.jpg', {type: 'image/jpeg'}));
+        document.getElementById('dropzone').dispatchEvent(
+            new DragEvent('drop', {dataTransfer: dt, bubbles: true}));
+    }""")
+    error = page.locator("#predict-error")
+    error.wait_for(state="visible")
+    assert "at most 20.0 MB" in error.inner_text() and "25.0 MB" in error.inner_text()
+    for path in ("/dataset", "/runs", "/train", "/runs/%3Cscript%3Ealert(1)%3C%2Fscript%3E"):
+        page.goto(lab.url + path)
+    assert page.evaluate("typeof window.__xss") == "undefined" and dialogs == []
+    watcher.problems = [p for p in watcher.problems if "404" not in p]  # the missing run

@@ -38,6 +38,19 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise ValueError(f"{name} must be 0 (no limit) or more, got {raw!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where the lab keeps things and how its parts find each other."""
@@ -49,6 +62,12 @@ class Settings:
     # A running run whose worker has not written a heartbeat for this long is marked lost.
     heartbeat_s: float = 5.0
     lost_after_s: float = 60.0
+    state_dir: Path = ROOT / DEFAULT_STATE_DIR
+    # Launching and cancelling others' runs need this when set; an open lab when None.
+    passcode: str | None = None
+    secret_key: str | None = None  # signs session cookies; kept in state_dir when unset
+    trust_proxy: bool = False  # take the client address from X-Forwarded-For
+    max_active_per_client: int = 3  # queued or running runs per address; 0: no cap
 
     @property
     def socketio_channel(self) -> str:
@@ -74,4 +93,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         models_dir=_path(env.get("LAB_MODELS_DIR") or DEFAULT_MODELS_DIR),
         heartbeat_s=_number(env, "LAB_HEARTBEAT_S", 5.0),
         lost_after_s=_number(env, "LAB_RUN_LOST_AFTER_S", 60.0),
+        state_dir=state_dir,
+        passcode=env.get("LAB_PASSCODE") or None,
+        secret_key=env.get("LAB_SECRET_KEY") or None,
+        trust_proxy=env.get("LAB_TRUST_PROXY", "").lower() in ("1", "true", "yes"),
+        max_active_per_client=_count(env, "LAB_MAX_QUEUED_PER_CLIENT", 3),
     )

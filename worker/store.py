@@ -165,6 +165,13 @@ class RunStore:
             run["queue_position"] = position
         return found
 
+    def count_active(self, *, client_prefix: str) -> int:
+        """Queued or running runs launched by clients whose id starts with this prefix."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(runs).where(
+                runs.c.status.in_(("queued", "running")),
+                runs.c.client.startswith(client_prefix, autoescape=True))).scalar_one())
+
     def queued_ids(self) -> list[str]:
         with self.engine.connect() as conn:
             return list(conn.execute(select(runs.c.id).where(runs.c.status == "queued")
