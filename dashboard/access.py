@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from flask import (Blueprint, current_app, redirect, render_template, request,
-                   session, url_for)
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 
 from worker.settings import Settings
 

@@ -52,7 +52,7 @@ def test_train_evaluate_predict_round_trip(tmp_path):
     bad.write_bytes(b"nope")
     proc = run_cli("predict", "--model", str(out / "model.keras"), str(files[0]), str(bad))
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
-    assert "error: not an image" in proc.stdout.splitlines()[1]
+    assert "error: not a photo" in proc.stdout.splitlines()[1]
 
 
 def test_missing_folder(tmp_path):
