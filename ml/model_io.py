@@ -11,7 +11,7 @@ from typing import Any
 from ml.errors import ModelError
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a loaded model keys caches (ml.predict)
 class LoadedModel:
     """A Keras model with the card written beside it at training time."""
 
