@@ -240,6 +240,14 @@ def test_every_lab_variable_is_one_the_code_reads(services):
                 assert f'"{key}"' in source, f"{name}: nothing reads {key}"
 
 
+def test_web_takes_the_passcode_and_cap_from_the_host(services):
+    web = environment(services["web"])
+    assert {"LAB_PASSCODE", "LAB_MAX_QUEUED_PER_CLIENT", "LAB_SECRET_KEY"} <= set(web)
+    settings = load_settings(web)
+    assert settings.passcode is None and settings.max_active_per_client == 3  # open, capped
+    assert str(settings.state_dir) == "/var/lib/lab"  # the session key lands on a volume
+
+
 def test_web_and_workers_agree(services):
     settings = {name: settings_of(services[name]) for name in LAB_SERVICES}
     fields = {name: (s.redis_url, s.database_url, s.data_dir, s.models_dir)
