@@ -90,6 +90,15 @@ class LabStack:
         assert resp.status_code == 202, resp.text
         return resp.json()["id"]
 
+    def finished_run(self) -> str:
+        """A succeeded run with a model (training a tiny one if there is none yet)."""
+        done = [r for r in self.get("/api/runs").json()["runs"] if r["status"] == "succeeded"]
+        if done:
+            return done[0]["id"]
+        run_id = self.launch({**TINY, "epochs": 3})
+        self.wait_status(run_id, "succeeded")
+        return run_id
+
     def run(self, run_id: str) -> dict[str, Any]:
         resp = self.get(f"/api/runs/{run_id}")
         assert resp.status_code == 200, resp.text

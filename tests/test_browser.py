@@ -193,8 +193,7 @@ def test_replayed_run_marks_early_stop_and_shows_its_mistakes(idle_lab, watched)
 
 
 def test_predict_shows_label_confidence_and_heatmap(idle_lab, watched, tmp_path):
-    if not any(r["status"] == "succeeded" for r in idle_lab.get("/api/runs").json()["runs"]):
-        idle_lab.wait_status(idle_lab.launch({**TINY, "epochs": 3}), "succeeded")
+    idle_lab.finished_run()
     photo = tmp_path / "my cat.jpg"
     photo.write_bytes(photo_bytes("cat", size=120, seed=7))
     bad = tmp_path / "notes.jpg"
@@ -388,8 +387,7 @@ def test_markup_in_names_never_runs_and_photos_can_be_dropped(idle_locked_lab, w
     from tests.conftest import HOSTILE_NAME
 
     lab = idle_locked_lab
-    if not any(r["status"] == "succeeded" for r in lab.get("/api/runs").json()["runs"]):
-        lab.wait_status(lab.launch({**TINY, "epochs": 3}), "succeeded")
+    lab.finished_run()
     watcher = watched()
     page = watcher.page
     dialogs: list[str] = []

@@ -25,15 +25,6 @@ LONG = {**ENDLESS, "epochs": 500, "image_size": 128}
 PAGES = ("/dataset", "/train", "/runs", "/predict", "/unlock")
 
 
-def finished_run(lab) -> str:
-    done = [r for r in lab.get("/api/runs").json()["runs"] if r["status"] == "succeeded"]
-    if done:
-        return done[0]["id"]
-    run_id = lab.launch({**TINY, "epochs": 3})
-    lab.wait_status(run_id, "succeeded")
-    return run_id
-
-
 def predict(url: str, *files: tuple[str, bytes, str], session=requests, **data):
     return session.post(url + "/api/predict", timeout=60, data=data,
                         files=[("photos", f) for f in files])
@@ -43,7 +34,7 @@ def predict(url: str, *files: tuple[str, bytes, str], session=requests, **data):
 
 @pytest.mark.parametrize("case", named_cases(), ids=lambda c: c.name)
 def test_each_troublesome_upload_gets_a_clear_answer(idle_lab, case):
-    finished_run(idle_lab)
+    idle_lab.finished_run()
     resp = predict(idle_lab.url, (case.filename, case.data, case.content_type))
     body = resp.json()
     assert resp.status_code == case.status, body
@@ -61,7 +52,7 @@ def test_each_troublesome_upload_gets_a_clear_answer(idle_lab, case):
 
 def test_fuzzed_uploads_never_break_the_server(idle_lab):
     """A bounded fuzz run: 150 mutated uploads (bench/predict_load.py runs 1,000+)."""
-    finished_run(idle_lab)
+    idle_lab.finished_run()
     rng = np.random.default_rng(2026)
     statuses = []
     for i in range(150):
@@ -77,7 +68,7 @@ def test_fuzzed_uploads_never_break_the_server(idle_lab):
 
 
 def test_predict_holds_up_under_20_concurrent_clients(idle_lab):
-    finished_run(idle_lab)
+    idle_lab.finished_run()
 
     def client(i: int) -> list[tuple[int, str]]:
         with requests.Session() as session:
@@ -123,7 +114,7 @@ def test_a_locked_lab_needs_the_passcode_to_launch(idle_locked_lab):
 
 def test_visitors_watch_and_predict_on_a_locked_lab(idle_locked_lab):
     lab = idle_locked_lab
-    run_id = finished_run(lab)
+    run_id = lab.finished_run()
     visitor = requests.Session()
     for path in (*PAGES, f"/runs/{run_id}", f"/runs/compare?ids={run_id}"):
         resp = visitor.get(lab.url + path, timeout=30)
@@ -224,7 +215,7 @@ def test_file_names_and_user_text_are_escaped_in_every_page(idle_locked_lab):
     assert "&lt;b&gt;1&lt;/b&gt;" in typed.text and "<b>1</b>" not in typed.text
     sneaky = lab.get("/unlock", params={"next": '"><script>alert(1)</script>'}).text
     assert "<script>alert(1)" not in sneaky
-    finished_run(lab)
+    lab.finished_run()
     resp = predict(lab.url, (raw + ".jpg", photo_bytes("cat"), "image/jpeg"))
     assert resp.json()["results"][0]["filename"] == raw + ".jpg"  # JSON as sent; shown as text
 
@@ -232,7 +223,7 @@ def test_file_names_and_user_text_are_escaped_in_every_page(idle_locked_lab):
 # -- faults ---------------------------------------------------------------------------------
 
 def test_every_page_serves_while_redis_is_down(idle_lab):
-    run_id = finished_run(idle_lab)
+    run_id = idle_lab.finished_run()
     idle_lab.redis.stop()
     try:
         for path in (*PAGES, f"/runs/{run_id}", f"/runs/compare?ids={run_id}",

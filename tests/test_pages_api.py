@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 from ml.synthetic import photo_bytes
-from tests.lab_stack import TINY
-
-
-def _finished_run(lab) -> str:
-    done = [r for r in lab.get("/api/runs").json()["runs"] if r["status"] == "succeeded"]
-    if done:
-        return done[0]["id"]
-    run_id = lab.launch({**TINY, "epochs": 3})
-    lab.wait_status(run_id, "succeeded")
-    return run_id
 
 
 def test_predict_api_answers_each_photo(idle_lab):
-    run_id = _finished_run(idle_lab)
+    run_id = idle_lab.finished_run()
     files = [("photos", ("cat.jpg", photo_bytes("cat", size=96, seed=3), "image/jpeg")),
              ("photos", ("dog.png", photo_bytes("dog", fmt="PNG", size=64, seed=4), "image/png")),
              ("photos", ("empty.jpg", b"", "image/jpeg"))]
@@ -43,7 +33,7 @@ def test_predict_api_answers_each_photo(idle_lab):
 
 
 def test_model_download_and_front_end_libraries(idle_lab):
-    run_id = _finished_run(idle_lab)
+    run_id = idle_lab.finished_run()
     model = idle_lab.get(f"/runs/{run_id}/model.keras")
     assert model.status_code == 200 and model.content[:2] == b"PK"  # a .keras file is a zip
     assert "attachment" in model.headers["Content-Disposition"]

@@ -25,29 +25,20 @@ def _path(value: str) -> Path:
     return path if path.is_absolute() else (ROOT / path)
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
+def _number(env: Mapping[str, str], name: str, default: float, *, whole: bool = False
+            ) -> float:
+    """Seconds (positive), or with ``whole`` a count (0 or more)."""
     raw = env.get(name)
     if raw in (None, ""):
         return default
+    kind, what = (int, "a whole number") if whole else (float, "a number of seconds")
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {raw!r}")
-    return value
-
-
-def _count(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {raw!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must be 0 (no limit) or more, got {raw!r}")
+        raise ValueError(f"{name} must be {what}, got {raw!r}") from None
+    if value < 0 or (value == 0 and not whole):
+        raise ValueError(f"{name} must be {'0 (no limit) or more' if whole else 'positive'}, "
+                         f"got {raw!r}")
     return value
 
 
@@ -97,5 +88,5 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         passcode=env.get("LAB_PASSCODE") or None,
         secret_key=env.get("LAB_SECRET_KEY") or None,
         trust_proxy=env.get("LAB_TRUST_PROXY", "").lower() in ("1", "true", "yes"),
-        max_active_per_client=_count(env, "LAB_MAX_QUEUED_PER_CLIENT", 3),
+        max_active_per_client=int(_number(env, "LAB_MAX_QUEUED_PER_CLIENT", 3, whole=True)),
     )

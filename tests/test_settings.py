@@ -1,0 +1,31 @@
+"""Settings from the environment: defaults, the lab passcode and the per-address cap."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker.settings import load_settings
+
+
+def test_defaults_are_an_open_lab_with_a_cap_of_three():
+    settings = load_settings({})
+    assert settings.passcode is None and settings.max_active_per_client == 3
+    assert settings.trust_proxy is False and settings.secret_key is None
+
+
+def test_passcode_cap_and_proxy_are_read():
+    settings = load_settings({"LAB_PASSCODE": "tabby", "LAB_MAX_QUEUED_PER_CLIENT": "0",
+                              "LAB_TRUST_PROXY": "yes", "LAB_SECRET_KEY": "k"})
+    assert (settings.passcode, settings.max_active_per_client) == ("tabby", 0)
+    assert settings.trust_proxy is True and settings.secret_key == "k"
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"LAB_MAX_QUEUED_PER_CLIENT": "-1"}, "0 \\(no limit\\) or more"),
+    ({"LAB_MAX_QUEUED_PER_CLIENT": "2.5"}, "a whole number"),
+    ({"LAB_HEARTBEAT_S": "0"}, "positive"),
+    ({"LAB_RUN_LOST_AFTER_S": "soon"}, "a number of seconds"),
+])
+def test_bad_values_are_named(env, message):
+    with pytest.raises(ValueError, match=f"{next(iter(env))} must be {message}"):
+        load_settings(env)
