@@ -102,9 +102,12 @@ def _throttled() -> float:
     """Seconds until this address may try a passcode again (0 when it may now)."""
     now = time.monotonic()
     with _wrong_lock:
-        tries = _wrong[address()]
+        tries = _wrong.get(address())
         while tries and now - tries[0] > WINDOW_S:
             tries.popleft()
+        if not tries:
+            _wrong.pop(address(), None)  # forget addresses with no recent wrong tries
+            return 0.0
         return WINDOW_S - (now - tries[0]) if len(tries) >= MAX_WRONG else 0.0
 
 
