@@ -3,7 +3,8 @@
 Starts a real stack (redis-server, one Celery worker, the web server) in a scratch folder,
 trains a default-recipe model for one short epoch (its speed, not its accuracy, matters
 here), then measures ``POST /api/predict`` (one photo, prediction plus Grad-CAM) with 1 and
-with N concurrent clients: latency p50/p95, throughput and errors. Then it sends at least
+with N concurrent clients: latency p50/p95, throughput and errors; then one client sending
+16 photos a request (the most a request may carry): batch throughput. Then it sends at least
 1,000 hostile uploads (``ml.hostile``: the named troublesome files plus random mutations of
 real encodings, some several to a request) and counts the answers by status: any answer of
 500 or more is a failure. The web process's memory (RSS) is read from /proc before, between
@@ -64,17 +65,20 @@ def photos(n: int) -> list[tuple[str, bytes]]:
             for i in range(n) for k in ("cat", "dog")][:n]
 
 
-def load(url: str, pool: list[tuple[str, bytes]], clients: int, per_client: int) -> dict:
-    """``clients`` threads, each sending ``per_client`` one-photo requests back to back."""
+def load(url: str, pool: list[tuple[str, bytes]], clients: int, per_client: int,
+         per_request: int = 1) -> dict:
+    """``clients`` threads, each sending ``per_client`` requests of ``per_request`` photos
+    back to back."""
     def client(i: int) -> list[tuple[int, float]]:
         out = []
         with requests.Session() as session:
             for j in range(per_client):
-                name, data = pool[(i * per_client + j) % len(pool)]
+                first = (i * per_client + j) * per_request
+                files = [("photos", (name, data, "image/jpeg")) for name, data in
+                         (pool[(first + k) % len(pool)] for k in range(per_request))]
                 start = time.perf_counter()
                 try:
-                    resp = session.post(url + "/api/predict", timeout=300,
-                                        files=[("photos", (name, data, "image/jpeg"))])
+                    resp = session.post(url + "/api/predict", timeout=300, files=files)
                     status = resp.status_code
                 except requests.RequestException:
                     status = 0
@@ -86,9 +90,10 @@ def load(url: str, pool: list[tuple[str, bytes]], clients: int, per_client: int)
         answers = [a for batch in threads.map(client, range(clients)) for a in batch]
     wall = time.perf_counter() - start
     ok = [lat * 1000 for status, lat in answers if status == 200]
-    return {"clients": clients, "requests": len(answers), "errors": len(answers) - len(ok),
-            "p50_ms": percentile(ok, 50), "p95_ms": percentile(ok, 95), "max_ms": max(ok),
-            "throughput_per_s": len(answers) / wall, "wall_s": wall}
+    return {"clients": clients, "requests": len(answers), "photos_per_request": per_request,
+            "errors": len(answers) - len(ok), "p50_ms": percentile(ok, 50),
+            "p95_ms": percentile(ok, 95), "max_ms": max(ok),
+            "throughput_per_s": len(answers) * per_request / wall, "wall_s": wall}
 
 
 def fuzz(url: str, count: int, seed: int) -> dict:
@@ -156,6 +161,8 @@ def main() -> None:
             memory["warm_mb"] = rss_mb(web.pid)
             single = load(url, pool, 1, args.single)
             many = load(url, pool, args.clients, args.per_client)
+            # The most a request may carry (16 photos): the API's batch throughput.
+            batched = load(url, pool, 1, max(1, args.single // 16), per_request=16)
             memory["after_load_mb"] = rss_mb(web.pid)
             fuzzed = fuzz(url, args.fuzz, args.seed)
             memory["after_fuzz_mb"] = rss_mb(web.pid)
@@ -170,16 +177,18 @@ def main() -> None:
         "bench": "predict_load", "model": {"recipe": run["config"]["recipe"],
                                            "image_size": after.json()["model"]["image_size"]},
         "photos": "shared Kaggle JPEGs" if SHARED.is_dir() else "generated 400 px JPEGs",
-        "one_client": single, "concurrent": many, "fuzz": fuzzed, "memory": memory,
+        "one_client": single, "concurrent": many, "batched": batched, "fuzz": fuzzed,
+        "memory": memory,
         "server_alive_after": alive,
         "machine": f"{platform.node()} {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "predict_load.json").write_text(json.dumps(result, indent=2))
-    for row in (single, many):
-        log.info("| %d client(s) | %d requests | p50 %.0f ms | p95 %.0f ms | %.1f photos/s | "
-                 "errors %d |", row["clients"], row["requests"], row["p50_ms"], row["p95_ms"],
+    for row in (single, many, batched):
+        log.info("| %d client(s) | %d requests of %d photo(s) | p50 %.0f ms | p95 %.0f ms | "
+                 "%.1f photos/s | errors %d |", row["clients"], row["requests"],
+                 row["photos_per_request"], row["p50_ms"], row["p95_ms"],
                  row["throughput_per_s"], row["errors"])
     log.info("fuzz: %d hostile requests, by status %s, failures %d, alive after: %s",
              fuzzed["requests"], fuzzed["by_status"], fuzzed["failure_count"], alive)
