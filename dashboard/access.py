@@ -89,10 +89,15 @@ def address() -> str:
     return (request.remote_addr or "unknown")[:45]
 
 
-def client_id() -> str:
-    """``<address>/<browser id>``: who launched a run, stored with it (at most 64 chars)."""
+def client_id(*, create: bool = True) -> str | None:
+    """``<address>/<browser id>``: who launched a run, stored with it (at most 64 chars).
+
+    Without ``create``, None for a browser that has no id yet (it launched nothing).
+    """
     browser = session.get("client")
     if not isinstance(browser, str):
+        if not create:
+            return None
         browser = secrets.token_hex(8)
         session["client"] = browser
     return f"{address()}/{browser}"
@@ -125,12 +130,16 @@ def _check(offered: str) -> bool:
     return False
 
 
+def _session_unlocked() -> bool:
+    """Whether this browser has typed the current passcode (on /unlock or the Train form)."""
+    passcode = _settings().passcode
+    return bool(passcode) and session.get("unlocked") == _fingerprint(passcode)
+
+
 def unlocked() -> bool:
     """Whether this request carries the passcode (always true for an open lab)."""
     passcode = _settings().passcode
-    if not passcode:
-        return True
-    if session.get("unlocked") == _fingerprint(passcode):
+    if not passcode or _session_unlocked():
         return True
     offered = request.headers.get(HEADER)
     if offered is None and request.form:
@@ -157,8 +166,7 @@ def require_passcode(what: str) -> None:
 def may_cancel(run: dict[str, Any]) -> bool:
     """The one who launched a run may cancel it; anyone else needs the passcode."""
     owner = run.get("client")
-    browser = session.get("client")
-    if owner and isinstance(browser, str) and owner == f"{address()}/{browser}":
+    if owner and owner == client_id(create=False):
         return True
     return unlocked()
 
@@ -176,22 +184,16 @@ def check_queue_cap(store) -> None:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path on this site: never an open redirect to another host."""
-    if not target:
-        return url_for("runs.index")
-    parsed = urlparse(target)
-    if parsed.scheme or parsed.netloc or not target.startswith("/") or target.startswith("//"):
+    """Only a path on this site: never an open redirect to another host. Browsers read
+    ``/\\host`` as ``//host``, so a backslash is refused too."""
+    if not target or not target.startswith("/") or "\\" in target or urlparse(target).netloc:
         return url_for("runs.index")
     return target
 
 
 @bp.app_context_processor
 def _lock_state() -> dict[str, Any]:
-    try:
-        return {"lab_locked": locked(), "lab_unlocked": locked() and session.get(
-            "unlocked") == _fingerprint(_settings().passcode or "")}
-    except RuntimeError:
-        return {}
+    return {"lab_locked": locked(), "lab_unlocked": _session_unlocked()}
 
 
 @bp.get("/unlock")
@@ -216,7 +218,7 @@ def unlock():
         # 200, not 403: the page is an answer, and browsers log failed loads as errors.
         return render_template("unlock.html", tab="", next=nxt,
                                error="That is not the lab passcode."), 200
-    session["unlocked"] = _fingerprint(_settings().passcode)
+    session["unlocked"] = _fingerprint(_settings().passcode or "")
     log.info("lab unlocked from %s", address())
     return redirect(nxt)
 

@@ -69,10 +69,6 @@ class RunRelay:
                         del self._viewers[rid]
                         self._finished.discard(rid)
 
-    def viewer_count(self, run_id: str) -> int:
-        with self._lock:
-            return len(self._viewers.get(run_id, {}))
-
     def deliver(self, ev: Event) -> None:
         """A live event: send it to each viewer that needs it next."""
         with self._lock:

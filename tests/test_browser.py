@@ -392,8 +392,10 @@ def test_markup_in_names_never_runs_and_photos_can_be_dropped(idle_locked_lab, w
     page = watcher.page
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    no_script_ran = "typeof window.__xss === 'undefined'"  # what the names would set
     page.goto(lab.url + "/dataset?sort=image_path&order=desc")
     assert page.get_by_text(HOSTILE_NAME, exact=False).count() >= 1  # shown, as text
+    assert page.evaluate(no_script_ran)
     page.goto(lab.url + "/predict")
     # Drop a photo whose name is markup, and a too-large batch, as a person would drag them.
     photo = list(photo_bytes("cat", size=80, seed=11))
@@ -406,6 +408,7 @@ def test_markup_in_names_never_runs_and_photos_can_be_dropped(idle_locked_lab, w
     }""", [photo, HOSTILE_NAME + ".jpg"])
     page.wait_for_selector(".result .verdict", timeout=60_000)
     assert page.locator(".result figcaption").first.inner_text() == HOSTILE_NAME + ".jpg"
+    assert page.evaluate(no_script_ran)
     page.evaluate("""() => {
         const dt = new DataTransfer();
         dt.items.add(new File([new Uint8Array(25 * 1048576)], 'huge.jpg', {type: 'image/jpeg'}));
@@ -415,7 +418,10 @@ def test_markup_in_names_never_runs_and_photos_can_be_dropped(idle_locked_lab, w
     error = page.locator("#predict-error")
     error.wait_for(state="visible")
     assert "at most 20.0 MB" in error.inner_text() and "25.0 MB" in error.inner_text()
-    for path in ("/dataset", "/runs", "/train", "/runs/%3Cscript%3Ealert(1)%3C%2Fscript%3E"):
+    # Each page is checked before the next navigation wipes `window`.
+    for path in ("/dataset?label=cat&sort=image_path&order=desc", "/runs", "/train",
+                 "/runs/%3Cscript%3Ealert(1)%3C%2Fscript%3E"):
         page.goto(lab.url + path)
-    assert page.evaluate("typeof window.__xss") == "undefined" and dialogs == []
+        assert page.evaluate(no_script_ran), path
+    assert dialogs == []
     watcher.problems = [p for p in watcher.problems if "404" not in p]  # the missing run

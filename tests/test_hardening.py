@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import re
-import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -178,7 +178,8 @@ def test_wrong_passcodes_are_throttled_and_unlock_never_leaves_the_site(idle_loc
     lab.web.stop()  # wrong tries are counted in the web process: start from none
     lab.start_web()
     guesser = requests.Session()
-    for target in ("//evil.example/x", "https://evil.example/", "javascript:alert(1)"):
+    for target in ("//evil.example/x", "https://evil.example/", "javascript:alert(1)",
+                   "/\\evil.example/x"):
         resp = guesser.post(lab.url + "/unlock", data={"passcode": PASSCODE, "next": target},
                             timeout=30, allow_redirects=False)
         assert resp.headers["Location"] == "/runs", target
@@ -213,8 +214,9 @@ def test_file_names_and_user_text_are_escaped_in_every_page(idle_locked_lab):
     assert missing.status_code == 404 and "<script>alert(1)" not in missing.text
     typed = lab.post("/train", data={"recipe": "fast_cnn", "epochs": "<b>1</b>"})
     assert "&lt;b&gt;1&lt;/b&gt;" in typed.text and "<b>1</b>" not in typed.text
-    sneaky = lab.get("/unlock", params={"next": '"><script>alert(1)</script>'}).text
-    assert "<script>alert(1)" not in sneaky
+    # A local path, so it is kept and written into the page (the form's hidden field).
+    sneaky = lab.get("/unlock", params={"next": '/runs"><script>alert(1)</script>'}).text
+    assert 'value="/runs&#34;&gt;&lt;script&gt;' in sneaky and "<script>alert(1)" not in sneaky
     lab.finished_run()
     resp = predict(lab.url, (raw + ".jpg", photo_bytes("cat"), "image/jpeg"))
     assert resp.json()["results"][0]["filename"] == raw + ".jpg"  # JSON as sent; shown as text
@@ -265,12 +267,11 @@ def test_a_run_keeps_streaming_through_a_redis_outage(idle_lab):
 
 
 def _wait(check, what: str, timeout: float = 60) -> None:
-    done = threading.Event()
-    for _ in range(int(timeout * 10)):
-        if check():
-            return
-        done.wait(0.1)
-    raise AssertionError(f"no {what} within {timeout:.0f} s")
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {what} within {timeout:.0f} s")
+        time.sleep(0.1)
 
 
 # -- load -----------------------------------------------------------------------------------

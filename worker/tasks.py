@@ -153,23 +153,29 @@ def download_dataset_task(self, source: str = "auto") -> dict[str, Any]:
         downloads.update(settings, state="cancelled", error="cancelled before it started")
         return {"state": "cancelled"}
     downloads.update(settings, state="running", worker=self.request.hostname or "worker")
-    last = [0.0]
+    last = {"progress": 0.0, "cancel_check": 0.0, "cancel": False}
 
     def on_progress(done: int, total: int | None) -> None:
         now = time.monotonic()
-        if now - last[0] >= PROGRESS_EVERY_S or (total and done >= total):
-            last[0] = now
+        if now - last["progress"] >= PROGRESS_EVERY_S or (total and done >= total):
+            last["progress"] = now
             downloads.update(settings, done=done, total=total)
 
     def should_stop() -> bool:
-        return downloads.cancel_requested(settings)
+        # Asked after every read, which on a fast link is thousands a second: Redis is
+        # asked at most twice a second.
+        now = time.monotonic()
+        if not last["cancel"] and now - last["cancel_check"] >= PROGRESS_EVERY_S:
+            last["cancel_check"] = now
+            last["cancel"] = downloads.cancel_requested(settings)
+        return bool(last["cancel"])
 
     url = os.environ.get("LAB_DATASET_URL") or None
     try:
         summary = download_dataset(settings.data_dir, source=source, url=url,
                                    on_progress=on_progress, should_stop=should_stop)
     except LabError as exc:
-        outcome = "cancelled" if should_stop() else "failed"
+        outcome = "cancelled" if downloads.cancel_requested(settings) else "failed"
         downloads.update(settings, state=outcome, error=str(exc))
         log.warning("dataset download %s: %s", outcome, exc)
         return {"state": outcome, "error": str(exc)}
