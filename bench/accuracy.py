@@ -66,44 +66,74 @@ def main() -> int:
     parser.add_argument("--holdout", type=float, default=0.1)
     parser.add_argument("--split-seed", type=int, default=2026)
     parser.add_argument("--work", default="bench/out")
-    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--epochs", type=int, help="default: the recipe's own")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--learning-rate", type=float)
     parser.add_argument("--early-stopping-patience", type=int)
     parser.add_argument("--lr-patience", type=int)
     parser.add_argument("--limit", type=int)
+    parser.add_argument("--schedule", choices=("plateau", "cosine", "one_cycle"))
+    parser.add_argument("--label-smoothing", type=float)
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--val-split", type=float)
+    parser.add_argument("--augment", choices=("on", "off"))
     parser.add_argument("--tag", default="", help="suffix for the result file name")
+    parser.add_argument("--resume", action="store_true",
+                        help="back up after every epoch and carry on from there when started "
+                             "again (for runs of hours; use the same arguments)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import_tensorflow_quietly()
 
     work = Path(args.work)
     train_dir, test_dir = make_split(Path(args.data), work, args.holdout, args.split_seed)
-    config = {"recipe": args.recipe, "epochs": args.epochs}
-    for key in ("image_size", "batch_size", "learning_rate", "early_stopping_patience",
-                "lr_patience", "limit"):
+    config = {"recipe": args.recipe}
+    for key in ("epochs", "image_size", "batch_size", "learning_rate", "early_stopping_patience",
+                "lr_patience", "limit", "schedule", "label_smoothing", "precision", "val_split"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
+    if args.augment:
+        config["augment"] = args.augment == "on"
     name = args.recipe + (f"-{args.tag}" if args.tag else "")
     out = work / "models" / name
-    first_90: list[int] = []
+    results = work / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    # Every epoch is appended as it ends, so the curve of a run that is stopped and resumed
+    # (or still going) can be read at any time.
+    curve_path = results / f"{name}.epochs.jsonl"
+    resume_dir = work / "backup" / name if args.resume else None
+    if not (resume_dir and resume_dir.is_dir()):
+        curve_path.unlink(missing_ok=True)
 
     def on_event(event: dict) -> None:
         if event["type"] == "epoch":
+            with curve_path.open("a") as f:
+                f.write(json.dumps({k: event[k] for k in (
+                    "epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds",
+                    "images_per_s")}) + "\n")
             log.info("epoch %d  loss %.4f acc %.4f  val_loss %.4f val_acc %.4f  lr %.2g  %.0f s",
                      event["epoch"], event["loss"], event["accuracy"], event["val_loss"],
                      event["val_accuracy"], event["lr"], event["seconds"])
-            if event["val_accuracy"] >= 0.9 and not first_90:
-                first_90.append(event["epoch"])
         elif event["type"] in ("lr_reduced", "early_stopped"):
             log.info("%s", event)
 
     started = time.monotonic()
-    summary = train(config, train_dir, out, on_event=on_event)
+    summary = train(config, train_dir, out, on_event=on_event, resume_dir=resume_dir)
     wall = time.monotonic() - started
     report = evaluate(out / "model.keras", test_dir)
     metrics = summary["metrics"]
+    curve = {}
+    for line in curve_path.read_text().splitlines():
+        row = json.loads(line)
+        curve[row["epoch"]] = row  # a resumed epoch replaces its interrupted self
+    history = [curve[k] for k in sorted(curve)]
+    first_90 = [row["epoch"] for row in history if row["val_accuracy"] >= 0.9]
+    elapsed, to_90 = 0.0, None
+    for row in history:
+        elapsed += row["seconds"]
+        if to_90 is None and row["val_accuracy"] >= 0.9:
+            to_90 = elapsed
     result = {
         "recipe": args.recipe,
         "config": summary["config"],
@@ -115,17 +145,20 @@ def main() -> int:
         "holdout_confusion": report["confusion"],
         "best_val_accuracy": metrics["best_val_accuracy"],
         "best_epoch": metrics["best_epoch"],
-        "epochs_run": metrics["epochs_run"],
+        "epochs_run": len(history),
         "first_epoch_val_at_least_90": first_90[0] if first_90 else None,
-        "train_seconds": metrics["train_seconds"],
+        "seconds_to_first_val_at_least_90": to_90,
+        # the sum of epoch times (validation included): right across resumes too
+        "train_seconds": sum(row["seconds"] for row in history),
+        "fit_seconds_last_session": metrics["train_seconds"],
         "wall_seconds_incl_scan_and_save": wall,
-        "train_images_per_s": metrics["images_per_s"],
+        "train_images_per_s": sum(row["images_per_s"] for row in history) / len(history),
+        "precision": summary["precision"],
+        "history": history,
         "machine": f"{cpu_name()}, {os.cpu_count()} cores",
         "command": "python " + " ".join(sys.argv),
         "date": time.strftime("%Y-%m-%d"),
     }
-    results = work / "results"
-    results.mkdir(parents=True, exist_ok=True)
     (results / f"{name}.json").write_text(json.dumps(result, indent=2))
     log.info("held-out accuracy %.4f on %d photos", report["accuracy"], report["n"])
     print(f"| {args.recipe} | {result['image_size']} | {result['epochs_run']} "

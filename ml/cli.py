@@ -54,7 +54,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("recipe", "epochs", "image_size", "batch_size", "learning_rate", "augment",
-            "val_split", "early_stopping_patience", "lr_factor", "lr_patience", "limit", "seed")
+            "val_split", "early_stopping_patience", "lr_factor", "lr_patience", "limit", "seed",
+            "schedule", "label_smoothing", "precision")
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 
@@ -70,9 +71,10 @@ class _ProgressBar:
 
         kind = event["type"]
         if kind == "run_started":
-            log.info("training %s at %d px: %d train / %d validation photos, %d epochs",
-                     event["recipe"], event["image_size"], event["train_count"],
-                     event["val_count"], event["epochs"])
+            log.info("training %s at %d px: %d train / %d validation photos, %d epochs, "
+                     "%s schedule, %s", event["recipe"], event["image_size"],
+                     event["train_count"], event["val_count"], event["epochs"],
+                     event.get("schedule", "plateau"), event.get("precision", "float32"))
             self.epochs = event["epochs"]
         elif kind == "batch" and self.enabled:
             if self.bar is None:
@@ -186,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list-skipped", action="store_true", help="name every skipped file")
     p.set_defaults(func=cmd_scan)
 
+    from ml.config import PRECISIONS, SCHEDULES
     from ml.recipes import RECIPES
 
     p = sub.add_parser("train", help="train a model and save it with its card")
@@ -203,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-patience", type=int)
     p.add_argument("--limit", type=int, help="use at most N photos (stratified)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule")
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--precision", choices=list(PRECISIONS))
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--progress", action="store_true", help="progress bar even when not a tty")
     p.set_defaults(func=cmd_train)

@@ -30,11 +30,30 @@ class TrainConfig:
     lr_patience: int = 2
     limit: int | None = None  # photos used (stratified sample), for quick demos
     seed: int = 42
+    schedule: str = "plateau"  # see SCHEDULES
+    label_smoothing: float = 0.0
+    precision: str = "auto"  # see PRECISIONS
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain dict (JSON-serialisable)."""
         return asdict(self)
 
+
+# How the learning rate moves. "plateau" halves it when validation loss stalls (and early
+# stopping may end the run); the fixed schedules are planned for exactly `epochs` epochs,
+# so the run always goes the full length.
+SCHEDULES = {  # value -> the label a person picks it by
+    "plateau": "reduce on plateau",
+    "cosine": "cosine decay",
+    "one_cycle": "one-cycle (warm-up, then cosine)",
+}
+PRECISIONS = {
+    "auto": "auto",
+    "float32": "float32",
+    "bfloat16": "bfloat16 (mixed)",
+}
+# Settings a recipe supplies when the caller leaves them out (see ml.recipes.Recipe).
+RECIPE_DEFAULTS = ("epochs", "schedule", "label_smoothing")
 
 # (type, min, max); None bounds are open. Integers must be integers, not 3.5.
 BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
@@ -48,7 +67,9 @@ BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
     "lr_patience": (int, 0, 100),
     "limit": (int, 4, 10_000_000),
     "seed": (int, 0, 2**31 - 1),
+    "label_smoothing": (float, 0.0, 0.4),
 }
+CHOICES: dict[str, dict[str, str]] = {"schedule": SCHEDULES, "precision": PRECISIONS}
 
 
 def _check_number(value: Any, kind: type, lo: float | None, hi: float | None):
@@ -71,7 +92,10 @@ def _check_number(value: Any, kind: type, lo: float | None, hi: float | None):
 
 
 def parse_config(data: dict[str, Any] | None) -> TrainConfig:
-    """Validate a config dict and fill in defaults; raises ConfigError naming every bad field."""
+    """Validate a config dict and fill in defaults; raises ConfigError naming every bad field.
+
+    Epochs, schedule and label smoothing left out come from the chosen recipe.
+    """
     from ml.recipes import RECIPES  # late import: recipes pulls in nothing heavy at import time
 
     data = dict(data or {})
@@ -88,6 +112,11 @@ def parse_config(data: dict[str, Any] | None) -> TrainConfig:
         if key == "recipe":
             if value not in RECIPES:
                 errors[key] = f"unknown recipe {value!r}; choose one of {', '.join(RECIPES)}"
+            else:
+                values[key] = value
+        elif key in CHOICES:
+            if value not in CHOICES[key]:
+                errors[key] = f"unknown {key} {value!r}; choose one of {', '.join(CHOICES[key])}"
             else:
                 values[key] = value
         elif key == "augment":
@@ -109,4 +138,7 @@ def parse_config(data: dict[str, Any] | None) -> TrainConfig:
                                 f"got {size}")
     if errors:
         raise ConfigError(errors)
+    if recipe:
+        for key in RECIPE_DEFAULTS:
+            values.setdefault(key, getattr(recipe, key))
     return TrainConfig(**values)

@@ -7,7 +7,9 @@ then continue with live ones without duplicates. ``ts`` is Unix time in seconds.
 Types and their fields (beyond the four common ones):
 
 - ``run_queued``     config
-- ``run_started``    config, epochs, steps_per_epoch, train_count, val_count, recipe, image_size
+- ``run_started``    config, epochs, steps_per_epoch, train_count, val_count, recipe, image_size,
+                     learning_rate, schedule, label_smoothing, precision ("float32" |
+                     "bfloat16", what "auto" resolved to on the worker)
 - ``batch``          epoch (1-based), step (1-based), steps, loss, accuracy, lr, images_per_s,
                      aggregation="running_mean" (Keras reports batch metrics as running means
                      over the epoch so far, not the loss of that one batch). Throttled: at most
@@ -15,7 +17,8 @@ Types and their fields (beyond the four common ones):
 - ``epoch``          epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds (with
                      validation), images_per_s (training part only), partial (cancelled
                      mid-epoch)
-- ``lr_reduced``     epoch, old_lr, new_lr
+- ``lr_reduced``     epoch, old_lr, new_lr (reduce-on-plateau cuts only; under a cosine or
+                     one-cycle schedule the ``lr`` of batch and epoch events traces the curve)
 - ``early_stopped``  epoch, best_epoch
 - ``checkpoint``     epoch, val_accuracy
 - ``run_finished``   status ("succeeded" | "cancelled" | "failed"), best_val_accuracy,

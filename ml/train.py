@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.keras"
 CARD_FILE = "card.json"
 CHECKPOINT_FILE = "best.weights.h5"
+BEST_FILE = "best.json"  # the checkpoint's epoch and score, so a resumed run keeps its best
 MAX_MISCLASSIFIED = 48
 
 
@@ -35,7 +36,7 @@ def _lr(model) -> float:
 
 def _make_event_callback(emitter: EventEmitter, *, steps: int, batch_size: int,
                          train_count: int, should_stop: Callable[[], bool] | None,
-                         checkpoint_path: Path, early_stopping):
+                         checkpoint_path: Path, early_stopping, report_lr_cuts: bool):
     """A Keras callback that turns training progress into events and checks for cancel."""
     import keras
 
@@ -68,7 +69,7 @@ def _make_event_callback(emitter: EventEmitter, *, steps: int, batch_size: int,
                 seen = min(step * batch_size, train_count)
                 emitter.emit(
                     "batch", epoch=self._epoch_no, step=step, steps=steps,
-                    loss=logs.get("loss"), accuracy=logs.get("accuracy"), lr=self._lr_begin,
+                    loss=logs.get("loss"), accuracy=logs.get("accuracy"), lr=_lr(self.model),
                     images_per_s=seen / max(now - self._t0, 1e-9),
                     aggregation="running_mean",
                 )
@@ -101,16 +102,57 @@ def _make_event_callback(emitter: EventEmitter, *, steps: int, batch_size: int,
                 self.best_epoch = epoch_no
                 # On disk, so a killed run still leaves its best epoch behind.
                 self.model.save_weights(checkpoint_path)
+                _write_json(checkpoint_path.with_name(BEST_FILE),
+                            {"epoch": epoch_no, "val_accuracy": float(val_acc)})
                 emitter.emit("checkpoint", epoch=epoch_no, val_accuracy=float(val_acc))
             new_lr = _lr(self.model)
-            if new_lr < self._lr_begin * (1 - 1e-6):
+            # A fixed schedule lowers the rate every step: only plateau cuts are news.
+            if report_lr_cuts and new_lr < self._lr_begin * (1 - 1e-6):
                 emitter.emit("lr_reduced", epoch=epoch_no, old_lr=self._lr_begin, new_lr=new_lr)
-            if early_stopping.stopped_epoch == epoch and self.model.stop_training \
-                    and not self.cancelled:
+            if early_stopping is not None and early_stopping.stopped_epoch == epoch \
+                    and self.model.stop_training and not self.cancelled:
                 self.early_stopped_at = epoch_no
                 emitter.emit("early_stopped", epoch=epoch_no, best_epoch=self.best_epoch)
 
     return EventCallback()
+
+
+def learning_rate_schedule(schedule: str, learning_rate: float, total_steps: int) -> Any:
+    """The optimizer's learning rate for a config's schedule: a number or a Keras schedule.
+
+    Keras's own CosineDecay (with its linear warm-up for one-cycle), so a saved model needs
+    no custom class to load.
+    """
+    import keras
+
+    total_steps = max(total_steps, 2)
+    if schedule == "cosine":
+        return keras.optimizers.schedules.CosineDecay(learning_rate, total_steps, alpha=0.01)
+    if schedule == "one_cycle":
+        warmup = max(1, total_steps // 4)
+        return keras.optimizers.schedules.CosineDecay(
+            learning_rate / 10, total_steps - warmup, alpha=0.01,
+            warmup_target=learning_rate, warmup_steps=warmup)
+    return learning_rate
+
+
+def _build(cfg: TrainConfig, image_size: int, learning_rate: Any, precision: str,
+           pretrained: bool):
+    """The compiled model, its layers built under the run's precision policy."""
+    import keras
+
+    from ml.recipes import build_model
+
+    previous = keras.mixed_precision.global_policy()
+    # The policy is process-wide and a worker trains many runs: set it only while building.
+    keras.mixed_precision.set_global_policy(
+        "mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        return build_model(cfg.recipe, image_size, augment=cfg.augment,
+                           learning_rate=learning_rate, label_smoothing=cfg.label_smoothing,
+                           pretrained=pretrained)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -123,12 +165,17 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLike[str],
           out_dir: str | os.PathLike[str], *, on_event: EventHandler | None = None,
           should_stop: Callable[[], bool] | None = None, run_id: str | None = None,
-          start_seq: int = 0, pretrained: bool = True) -> dict[str, Any]:
+          start_seq: int = 0, pretrained: bool = True,
+          resume_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Train a model on a dataset folder and save ``model.keras`` plus ``card.json`` in out_dir.
 
     Events go to ``on_event`` as they happen (see ``ml.events``); ``should_stop`` is polled
     after every batch and ends the run early as ``cancelled``, keeping the best weights so far.
     Always emits ``run_finished``; re-raises the error of a failed run after emitting it.
+    With ``resume_dir``, the model and optimizer are backed up there after every epoch and a
+    run started again with the same config and folders carries on from the last finished
+    epoch (for hours-long benchmark runs; exact for the fixed schedules, whose rate follows
+    the optimizer's step count).
     Returns the run summary (the card without its history).
     """
     cfg = config if isinstance(config, TrainConfig) else parse_config(config)
@@ -136,7 +183,8 @@ def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLi
     emitter = EventEmitter(run_id, on_event, start_seq=start_seq)
     out = Path(out_dir)
     try:
-        summary = _train(cfg, Path(data_dir), out, emitter, should_stop, run_id, pretrained)
+        summary = _train(cfg, Path(data_dir), out, emitter, should_stop, run_id, pretrained,
+                         resume_dir)
     except BaseException as exc:
         status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
         emitter.emit("run_finished", status=status, best_val_accuracy=None, best_epoch=None,
@@ -150,9 +198,9 @@ def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLi
 
 
 def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
-           should_stop: Callable[[], bool] | None, run_id: str, pretrained: bool
-           ) -> dict[str, Any]:
-    from ml.recipes import build_model, get_recipe
+           should_stop: Callable[[], bool] | None, run_id: str, pretrained: bool,
+           resume_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    from ml.recipes import get_recipe
 
     recipe = get_recipe(cfg.recipe)
     image_size = cfg.image_size or recipe.image_size
@@ -171,28 +219,45 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
     import tensorflow as tf
 
     from ml.pipeline import make_dataset
+    from ml.tf_env import resolve_precision
 
     keras.utils.set_random_seed(cfg.seed)
     out.mkdir(parents=True, exist_ok=True)
     train_ds = make_dataset(train_df, image_size, cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_ds = make_dataset(val_df, image_size, cfg.batch_size, shuffle=False)
     steps = math.ceil(len(train_df) / cfg.batch_size)
-    model = build_model(cfg.recipe, image_size, augment=cfg.augment,
-                        learning_rate=learning_rate, pretrained=pretrained)
+    precision = resolve_precision(cfg.precision)
+    model = _build(cfg, image_size,
+                   learning_rate_schedule(cfg.schedule, learning_rate, steps * cfg.epochs),
+                   precision, pretrained)
 
     emitter.emit("run_started", config=cfg.to_dict(), recipe=cfg.recipe, image_size=image_size,
                  learning_rate=learning_rate, epochs=cfg.epochs, steps_per_epoch=steps,
                  train_count=len(train_df), val_count=len(val_df),
-                 skipped_count=len(result.skipped))
-    reduce_lr = keras.callbacks.ReduceLROnPlateau(
-        monitor="val_loss", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=1e-9)
-    early_stopping = keras.callbacks.EarlyStopping(
-        monitor="val_accuracy", mode="max", patience=cfg.early_stopping_patience)
+                 skipped_count=len(result.skipped), schedule=cfg.schedule,
+                 label_smoothing=cfg.label_smoothing, precision=precision)
+    plateau = cfg.schedule == "plateau"
+    callbacks = []
+    early_stopping = None
+    if plateau:
+        # A fixed schedule is planned for all the epochs: stopping it early would end the
+        # run at a high rate, before the annealing that gives its accuracy.
+        early_stopping = keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=cfg.early_stopping_patience)
+        callbacks = [keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=1e-9),
+            early_stopping]
     checkpoint_path = out / CHECKPOINT_FILE
     events = _make_event_callback(
         emitter, steps=steps, batch_size=cfg.batch_size,
         train_count=len(train_df), should_stop=should_stop, checkpoint_path=checkpoint_path,
-        early_stopping=early_stopping)
+        early_stopping=early_stopping, report_lr_cuts=plateau)
+    if resume_dir is not None:
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(str(resume_dir)))
+        best_file = checkpoint_path.with_name(BEST_FILE)
+        if Path(resume_dir).is_dir() and best_file.is_file() and checkpoint_path.is_file():
+            best = json.loads(best_file.read_text())
+            events.best_epoch, events.best_val_accuracy = best["epoch"], best["val_accuracy"]
     started = time.monotonic()
     # Order matters: the event callback runs last so it sees this epoch's LR reduction and
     # early-stopping decision.
@@ -201,11 +266,17 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
         # warns at the end of every first epoch that the input "ran out of data".
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
-                  callbacks=[reduce_lr, early_stopping, events], verbose=0,
+                  callbacks=[*callbacks, events], verbose=0,
                   shuffle=False)  # the dataset shuffles itself
     seconds = time.monotonic() - started
     if events.best_epoch is not None:
         model.load_weights(checkpoint_path)  # keep the best epoch, not the last
+    if precision != "float32":
+        # Save a float32 copy: the weights already are float32, and a bfloat16 model would
+        # run emulated (slowly) on a web server whose CPU lacks it.
+        trained = model
+        model = _build(cfg, image_size, learning_rate, "float32", pretrained=False)
+        model.set_weights(trained.get_weights())
     from ml.evaluate import evaluate_frame
 
     # The saved model on its validation photos: the confusion matrix and the photos it gets
@@ -224,6 +295,7 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
         "label_meaning": "sigmoid output = probability of cat (label 1); dog is label 0",
         "config": cfg.to_dict(),
         "learning_rate": learning_rate,
+        "precision": precision,
         "data_dir": str(result.root),
         "counts": {"train": len(train_df), "val": len(val_df),
                    "skipped": len(result.skipped)},

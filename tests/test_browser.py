@@ -87,7 +87,11 @@ def test_every_tab_opens_and_looks_right(idle_lab, watched):
     assert page.locator("h1").first.inner_text()
     shot(page, "dataset")
     page.goto(idle_lab.url + "/train")
-    assert page.locator("input[name=recipe]").count() == 3
+    from ml.recipes import RECIPES
+
+    assert page.locator("input[name=recipe]").count() == len(RECIPES) == 5
+    for recipe in RECIPES.values():  # each offered by name with its one-line description
+        assert recipe.description in page.locator(".recipes").inner_text()
     assert page.locator("#f-epochs").input_value() == "20"
     shot(page, "train")
     page.click("nav >> text=Runs")
@@ -113,6 +117,37 @@ def test_form_shows_inline_errors(idle_lab, watched):
     errors = page.locator(".field.invalid .error").all_inner_texts()
     assert any("at least 1" in e for e in errors) and len(errors) == 2
     assert page.locator("#f-learning_rate").input_value() == "-1"  # what was typed stays
+
+
+def test_choosing_a_recipe_fills_its_settings_and_the_run_follows_its_schedule(
+        idle_lab, watched):
+    page = watched().page
+    page.goto(idle_lab.url + "/train")
+    assert page.locator("#f-schedule").input_value() == "plateau"
+    page.check("input[name=recipe][value=sprint_cnn]")
+    assert page.locator("#f-epochs").input_value() == "12"
+    assert page.locator("#f-schedule").input_value() == "one_cycle"
+    assert page.locator("#f-label_smoothing").input_value() == "0.1"
+    assert "sprint_cnn's settings" in page.locator("#recipe-note").inner_text()
+    # Back to the default recipe: its own settings come back.
+    page.check("input[name=recipe][value=fast_cnn]")
+    assert page.locator("#f-epochs").input_value() == "20"
+    assert page.locator("#f-schedule").input_value() == "plateau"
+    page.check("input[name=recipe][value=sprint_cnn]")
+    fill_train_form(page, epochs=3, image_size=32, batch_size=8, limit=48)
+    page.select_option("#f-precision", "float32")
+    page.uncheck("input[name=augment]")
+    page.click("#start")
+    page.wait_for_url("**/runs/*")
+    page.wait_for_selector("#confusion", timeout=180_000)
+    page.click("summary:has-text('Settings of this run')")
+    config = page.locator("details dl").inner_text()
+    assert "one_cycle" in config and "sprint_cnn" in config and "float32" in config
+    # The rate chart traces the schedule (warm-up, so epoch 2 starts higher than epoch 1)
+    # and a fixed schedule shows no plateau cuts.
+    rates = page.evaluate("document.getElementById('lr-chart').data[0].y")
+    assert len(set(rates)) >= 3 and rates[2] > rates[0]
+    assert points(page, "lr-chart", 1) == 0
 
 
 def test_launch_from_the_form_and_watch_live_on_two_pages(idle_lab, watched):

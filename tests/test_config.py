@@ -47,3 +47,27 @@ def test_image_size_below_the_recipes_minimum_is_refused_up_front():
         parse_config({"recipe": "seed_cnn", "image_size": 40})
     assert "48" in info.value.fields["image_size"]
     assert parse_config({"recipe": "fast_cnn", "image_size": 40}).image_size == 40
+
+
+def test_recipe_supplies_epochs_schedule_and_smoothing_unless_given():
+    from ml.recipes import RECIPES
+
+    for recipe in RECIPES.values():
+        cfg = parse_config({"recipe": recipe.name})
+        assert (cfg.epochs, cfg.schedule, cfg.label_smoothing) == (
+            recipe.epochs, recipe.schedule, recipe.label_smoothing)
+    assert len({(r.epochs, r.schedule) for r in RECIPES.values()}) > 1  # they really differ
+    sprint = next(r for r in RECIPES.values() if r.schedule != "plateau")
+    cfg = parse_config({"recipe": sprint.name, "epochs": 3, "schedule": "plateau",
+                        "label_smoothing": 0.0})
+    assert (cfg.epochs, cfg.schedule, cfg.label_smoothing) == (3, "plateau", 0.0)
+
+
+def test_schedule_precision_and_smoothing_are_checked():
+    with pytest.raises(ConfigError) as info:
+        parse_config({"schedule": "linear", "precision": "float16", "label_smoothing": 0.5})
+    fields = info.value.fields
+    assert "one_cycle" in fields["schedule"] and "bfloat16" in fields["precision"]
+    assert "at most 0.4" in fields["label_smoothing"]
+    cfg = parse_config({"schedule": "cosine", "precision": "float32", "label_smoothing": 0.1})
+    assert (cfg.schedule, cfg.precision, cfg.label_smoothing) == ("cosine", "float32", 0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 
 import pytest
 
@@ -108,3 +109,100 @@ def test_empty_dataset_is_a_clear_error(tmp_path):
     (tmp_path / "data" / "notes.txt").write_text("no photos here")
     with pytest.raises(DatasetError, match="no usable cat or dog photos"):
         train({"epochs": 1}, tmp_path / "data", tmp_path / "out")
+
+
+def test_one_cycle_warms_up_then_anneals_and_runs_every_epoch(tiny_dataset, tmp_path):
+    # Patience 0 would stop a plateau run at the first epoch without progress; a fixed
+    # schedule is planned for all its epochs and must neither stop nor report LR "cuts".
+    summary, events = collect({**FAST, "epochs": 4, "schedule": "one_cycle",
+                               "learning_rate": 1e-2, "early_stopping_patience": 0,
+                               "lr_patience": 0, "precision": "float32"},
+                              tiny_dataset, tmp_path)
+    assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2, 3, 4]
+    assert not [e for e in events if e["type"] in ("lr_reduced", "early_stopped")]
+    assert events[0]["schedule"] == "one_cycle" and events[0]["precision"] == "float32"
+    lrs = [e["lr"] for e in events if e["type"] == "batch"]
+    peak = lrs.index(max(lrs))
+    first_epoch = next(e for e in events if e["type"] == "epoch")
+    assert first_epoch["lr"] == pytest.approx(1e-3, rel=0.01)  # starts at a tenth of the rate
+    assert max(lrs) == pytest.approx(1e-2, rel=0.15)
+    assert 0 < peak < len(lrs) - 1  # rises, then falls
+    assert all(a <= b for a, b in pairwise(lrs[:peak + 1]))
+    assert all(a >= b for a, b in pairwise(lrs[peak:]))
+    assert lrs[-1] < 1e-2 * 0.1
+    assert summary["metrics"]["epochs_run"] == 4
+
+
+def test_bfloat16_run_trains_and_saves_a_float32_model(tiny_dataset, tmp_path):
+    import keras
+    import numpy as np
+
+    from ml.model_io import load_model
+
+    summary, events = collect({**FAST, "epochs": 1, "precision": "bfloat16",
+                               "label_smoothing": 0.1}, tiny_dataset, tmp_path)
+    assert events[0]["precision"] == "bfloat16" and events[0]["label_smoothing"] == 0.1
+    assert summary["precision"] == "bfloat16" and summary["status"] == "succeeded"
+    # The policy is process-wide: the run must leave it as it found it.
+    assert keras.mixed_precision.global_policy().name == "float32"
+    loaded = load_model(tmp_path / "model.keras")
+    policies = {layer.dtype_policy.name for layer in loaded.model.layers}
+    assert policies == {"float32"}, policies
+    out = loaded.model(np.zeros((2, 32, 32, 3), "uint8"))
+    assert out.dtype == "float32" and out.shape == (2, 1)
+    # The float32 copy carries the best epoch's trained weights, exactly.
+    from ml.recipes import build_model
+
+    fresh = build_model("fast_cnn", 32, augment=False)
+    fresh.load_weights(tmp_path / "best.weights.h5")
+    saved = loaded.model.get_weights()
+    assert len(saved) == len(fresh.get_weights())
+    for a, b in zip(saved, fresh.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.array_equal(a, b) for a, b in zip(
+        saved, build_model("fast_cnn", 32, augment=False).get_weights(), strict=True))
+
+
+def test_resume_dir_carries_a_crashed_run_on_from_its_last_epoch(tiny_dataset, tmp_path):
+    config = {**FAST, "epochs": 3, "schedule": "cosine", "precision": "float32"}
+    backup, out = tmp_path / "backup", tmp_path / "out"
+    seen: list[dict] = []
+
+    def crash_in_epoch_2(event: dict) -> None:
+        seen.append(event)
+        if event["type"] == "batch" and event["epoch"] == 2:
+            raise RuntimeError("worker killed")
+
+    with pytest.raises(RuntimeError, match="worker killed"):
+        train(config, tiny_dataset, out, on_event=crash_in_epoch_2, resume_dir=backup)
+    first = [e for e in seen if e["type"] == "epoch"]
+    assert [e["epoch"] for e in first] == [1] and backup.is_dir()
+    lr_at_crash = [e["lr"] for e in seen if e["type"] == "batch"][-1]
+
+    summary, events = collect(config, tiny_dataset, out, resume_dir=backup)
+    epochs = [e for e in events if e["type"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [2, 3]  # epoch 1 is not trained again
+    # The optimizer's step count came back with it: the cosine rate goes on falling.
+    batch_lrs = [e["lr"] for e in events if e["type"] == "batch"]
+    assert batch_lrs[0] == pytest.approx(lr_at_crash, rel=0.02)
+    assert batch_lrs[0] < first[0]["lr"]
+    best = max([first[0], *epochs], key=lambda e: e["val_accuracy"])
+    assert summary["metrics"]["best_val_accuracy"] == pytest.approx(best["val_accuracy"])
+    assert not backup.exists()  # a finished run leaves no backup behind
+
+
+def test_res_cnn_trains_saves_and_explains_a_prediction(tiny_dataset, tmp_path):
+    from ml.model_io import load_model
+    from ml.predict import explain_bytes
+    from ml.synthetic import photo_bytes
+
+    summary, events = collect({**FAST, "recipe": "res_cnn", "epochs": 1}, tiny_dataset,
+                              tmp_path)
+    assert summary["recipe"] == "res_cnn" and summary["status"] == "succeeded"
+    assert events[0]["schedule"] == "one_cycle" and events[0]["label_smoothing"] == 0.1
+    loaded = load_model(tmp_path)
+    assert loaded.model.get_layer("stage4_add") is not None  # the residual net, saved whole
+    result = explain_bytes(loaded, photo_bytes("cat", size=64))
+    assert result["label"] in ("cat", "dog") and 0 <= result["cat_probability"] <= 1
+    assert result["heatmap"].ndim == 2 and 0 <= result["heatmap"].min() <= 1
+    assert result["overlay_png"].startswith(b"\x89PNG")
