@@ -28,7 +28,7 @@ class Field:
 
 FIELDS = (
     Field("epochs", "Epochs", "Passes over the training photos; with reduce-on-plateau, "
-          "early stopping may end sooner."),
+          "early stopping may end sooner.", blank="the recipe's"),
     Field("image_size", "Image size (px)", "Photos are resized to a square of this side.",
           blank="the recipe's size"),
     Field("batch_size", "Batch size", "Photos per training step."),
@@ -40,7 +40,7 @@ FIELDS = (
           "planned for all the epochs: no early stopping.",
           choices=CHOICES["schedule"]),
     Field("label_smoothing", "Label smoothing", "Trains towards 0.05/0.95 instead of 0/1 "
-          "(at 0.1): a less over-confident model.", step="0.01"),
+          "(at 0.1): a less over-confident model.", step="0.01", blank="the recipe's"),
     Field("precision", "Precision", "bfloat16 maths trains up to 2x faster on CPUs that do "
           "it natively; the saved model is float32 either way.",
           choices=CHOICES["precision"]),
@@ -64,14 +64,15 @@ def _form_to_config(form) -> tuple[dict[str, Any], dict[str, str]]:
     errors: dict[str, str] = {}
     for field in FIELDS:
         raw = (form.get(field.name) or "").strip()
-        if field.choices is not None:
-            data[field.name] = raw  # parse_config names the choices if it is not one
-            continue
         if raw == "":
             if field.name in OPTIONAL:
                 data[field.name] = None
-            else:
+            elif field.name not in RECIPE_DEFAULTS and field.choices is None:
                 errors[field.name] = "enter a value"
+            # else left out: the recipe's own value (or the default choice)
+            continue
+        if field.choices is not None:
+            data[field.name] = raw  # parse_config names the choices if it is not one
             continue
         try:
             value = float(raw)

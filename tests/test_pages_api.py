@@ -47,3 +47,27 @@ def test_model_download_and_front_end_libraries(idle_lab):
         html = idle_lab.get(path).text
         assert "cdn." not in html and "https://" not in html.replace(
             "https://www.w3.org", "")
+
+
+def test_train_form_left_blank_takes_the_recipes_settings_and_names_bad_choices(idle_lab):
+    base = {"recipe": "sprint_cnn", "image_size": "32", "batch_size": "8", "val_split": "0.15",
+            "early_stopping_patience": "2", "lr_factor": "0.5", "lr_patience": "1",
+            "seed": "1", "limit": "24"}
+    # Epochs, schedule and smoothing left blank (or not sent): sprint_cnn's own.
+    form = idle_lab.post("/train", data={**base, "epochs": "", "label_smoothing": ""},
+                         allow_redirects=False)
+    assert form.status_code == 302, form.text[-500:]
+    run_id = form.headers["Location"].rstrip("/").rsplit("/", 1)[-1]
+    config = idle_lab.run(run_id)["config"]
+    assert (config["epochs"], config["schedule"], config["label_smoothing"]) == (
+        12, "one_cycle", 0.1)
+    assert config["precision"] == "auto"
+    started = idle_lab.wait_event(run_id, "run_started")
+    assert started["precision"] in ("float32", "bfloat16")  # what auto chose on the worker
+    idle_lab.post(f"/api/runs/{run_id}/cancel")
+    # A value that is not one of the choices is marked on the form, naming them.
+    bad = idle_lab.post("/train", data={**base, "epochs": "2", "schedule": "linear",
+                                        "precision": "fp8"})
+    assert bad.status_code == 200 and "Some settings need fixing" in bad.text
+    assert "one_cycle" in bad.text and "bfloat16" in bad.text
+    assert idle_lab.get("/api/runs").json()["runs"][0]["id"] == run_id  # nothing queued
