@@ -22,22 +22,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from ml.tf_env import import_tensorflow_quietly, native_bfloat16  # noqa: E402
+from ml.tf_env import import_tensorflow_quietly, native_bfloat16, precision_policy  # noqa: E402
 
 log = logging.getLogger("bench.train_speed")
 
 
 def build(recipe: str, size: int, precision: str, augment: bool):
-    import keras
-
     from ml.recipes import build_model
 
-    keras.mixed_precision.set_global_policy(
-        "mixed_bfloat16" if precision == "bfloat16" else "float32")
-    try:
+    with precision_policy(precision):
         return build_model(recipe, size, augment=augment, learning_rate=1e-3)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
 
 
 def main() -> int:

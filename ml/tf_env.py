@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def import_tensorflow_quietly() -> None:
@@ -55,3 +57,21 @@ def resolve_precision(setting: str) -> str:
     if tf.config.list_physical_devices("GPU"):
         return "float32"
     return "bfloat16" if native_bfloat16() else "float32"
+
+
+@contextmanager
+def precision_policy(precision: str) -> Iterator[None]:
+    """Build layers under ``"float32"`` or ``"bfloat16"`` (Keras's mixed_bfloat16) policy.
+
+    The policy is process-wide and a worker trains many runs, so it is set only for the
+    ``with`` block: layers keep the policy they were built with.
+    """
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(
+        "mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

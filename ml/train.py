@@ -139,20 +139,13 @@ def learning_rate_schedule(schedule: str, learning_rate: float, total_steps: int
 def _build(cfg: TrainConfig, image_size: int, learning_rate: Any, precision: str,
            pretrained: bool):
     """The compiled model, its layers built under the run's precision policy."""
-    import keras
-
     from ml.recipes import build_model
+    from ml.tf_env import precision_policy
 
-    previous = keras.mixed_precision.global_policy()
-    # The policy is process-wide and a worker trains many runs: set it only while building.
-    keras.mixed_precision.set_global_policy(
-        "mixed_bfloat16" if precision == "bfloat16" else "float32")
-    try:
+    with precision_policy(precision):
         return build_model(cfg.recipe, image_size, augment=cfg.augment,
                            learning_rate=learning_rate, label_smoothing=cfg.label_smoothing,
                            pretrained=pretrained)
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
