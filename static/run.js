@@ -67,7 +67,7 @@
   }
 
   const state = { status: root.dataset.status, steps: null, epochs: Number(root.dataset.epochs),
-                  startTs: null, lastSeq: 0, best: null };
+                  startTs: null, lastSeq: 0, best: null, schedule: "plateau" };
   const pct = (v, d) => (v === null || v === undefined) ? "–" : (100 * v).toFixed(d) + " %";
   function clock(seconds) {
     if (!isFinite(seconds) || seconds < 0) return "–";
@@ -109,9 +109,14 @@
   const handlers = {
     run_started(ev) {
       state.steps = ev.steps_per_epoch; state.epochs = ev.epochs; state.startTs = ev.ts;
+      state.schedule = ev.schedule || "plateau";  // runs from before schedules had none
       setStatus("running");
+      const extras = [];
+      if (state.schedule !== "plateau") extras.push(state.schedule.replace("_", "-") + " schedule");
+      if (ev.precision === "bfloat16") extras.push("bfloat16 maths");
       $("phase").textContent = "Training on " + ev.train_count + " photos (" + ev.val_count +
-        " for validation), " + ev.image_size + " px.";
+        " for validation), " + ev.image_size + " px" +
+        (extras.length ? ", " + extras.join(", ") : "") + ".";
       $("stat-epoch").textContent = "0 / " + ev.epochs;
       $("stat-lr").textContent = Number(ev.learning_rate).toExponential(1);
     },
@@ -121,6 +126,11 @@
       push("acc-chart", 0, x, ev.accuracy);
       $("stat-epoch").textContent = ev.epoch + " / " + state.epochs;
       $("stat-speed").textContent = Math.round(ev.images_per_s);
+      if (state.schedule !== "plateau") {
+        // A fixed schedule moves the rate every step: draw its curve, not epoch steps.
+        push("lr-chart", 0, x, ev.lr);
+        $("stat-lr").textContent = Number(ev.lr).toExponential(1);
+      }
       setProgress(((ev.epoch - 1) * ev.steps + ev.step) / (state.epochs * ev.steps), ev.ts);
     },
     epoch(ev) {
@@ -130,9 +140,11 @@
       push("acc-chart", 2, ev.epoch, ev.val_accuracy);
       // The rate used during epoch k spans [k-1, k], so a reduction decided at the end of
       // epoch k shows as a step at x = k, where its marker is.
-      push("lr-chart", 0, ev.epoch - 1, ev.lr);
-      push("lr-chart", 0, ev.epoch, ev.lr);
-      $("stat-lr").textContent = Number(ev.lr).toExponential(1);
+      if (state.schedule === "plateau") {
+        push("lr-chart", 0, ev.epoch - 1, ev.lr);
+        push("lr-chart", 0, ev.epoch, ev.lr);
+        $("stat-lr").textContent = Number(ev.lr).toExponential(1);
+      }
       setProgress(ev.epoch / state.epochs, ev.ts);
     },
     checkpoint(ev) {

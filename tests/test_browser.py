@@ -143,11 +143,13 @@ def test_choosing_a_recipe_fills_its_settings_and_the_run_follows_its_schedule(
     page.click("summary:has-text('Settings of this run')")
     config = page.locator("details dl").inner_text()
     assert "one_cycle" in config and "sprint_cnn" in config and "float32" in config
-    # The rate chart traces the schedule (warm-up, so epoch 2 starts higher than epoch 1)
-    # and a fixed schedule shows no plateau cuts.
+    # The rate chart traces the schedule step by step (it rises through the warm-up, then
+    # falls), and a fixed schedule shows no plateau cuts.
     rates = page.evaluate("document.getElementById('lr-chart').data[0].y")
-    assert len(set(rates)) >= 3 and rates[2] > rates[0]
+    peak = rates.index(max(rates))
+    assert len(set(rates)) >= 4 and 0 < peak < len(rates) - 1 and rates[-1] < rates[peak] / 5
     assert points(page, "lr-chart", 1) == 0
+    shot(page, "run-one-cycle")
 
 
 def test_launch_from_the_form_and_watch_live_on_two_pages(idle_lab, watched):
