@@ -31,6 +31,7 @@ def test_train_evaluate_predict_round_trip(tmp_path):
     assert "epoch 2:" in proc.stderr  # per-epoch progress lines
     card = json.loads((out / "card.json").read_text())
     assert card["config"]["augment"] is False and card["config"]["epochs"] == 2
+    assert "plateau schedule" in proc.stderr and card["precision"] in ("float32", "bfloat16")
 
     proc = run_cli("evaluate", "--model", str(out / "model.keras"), "--data", str(data),
                    "--json")
@@ -81,6 +82,8 @@ def test_unreadable_model(tmp_path):
     (["--epochs", "ten"], "invalid int value"),
     (["--recipe", "resnet"], "invalid choice"),
     (["--colour", "red"], "unrecognized arguments"),
+    (["--schedule", "linear"], "invalid choice"),
+    (["--label-smoothing", "0.9"], "label_smoothing: must be at most 0.4"),
 ])
 def test_bad_options(tmp_path, args, needle):
     make_flat_dataset(tmp_path, per_class=2, size=16)
