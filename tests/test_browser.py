@@ -186,6 +186,9 @@ def test_launch_from_the_form_and_watch_live_on_two_pages(idle_lab, watched):
 def test_queue_position_and_cancel_from_the_run_pages(idle_lab, watched):
     running = idle_lab.launch(ENDLESS)
     queued = idle_lab.launch({**TINY, "epochs": 1})
+    # Until the worker takes the first run both are waiting, and the second is rightly
+    # "position 2": on a slow machine the page can load before the pick-up.
+    idle_lab.wait_status(running, "running")
     page = watched().page
     page.goto(f"{idle_lab.url}/runs/{queued}")
     assert "position 1" in page.locator("#phase").inner_text()
