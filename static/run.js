@@ -188,6 +188,8 @@
   socket.on("connect", () => {
     socket.emit("join", { run_id: runId, after: state.lastSeq }, (reply) => {
       if (reply && reply.ok) {
+        // The reply follows the replayed events: draw them now, so "replayed" means drawn.
+        if (frame) { cancelAnimationFrame(frame); flush(); }
         liveState(true, ["queued", "running"].includes(state.status) ? "live" : "replayed");
       } else {
         liveState(false, "not connected");

@@ -29,6 +29,12 @@ def wait_points(page, chart: str, trace: int, timeout: float = 120_000) -> None:
     page.wait_for_function(f"({POINTS})('{chart}', {trace}) > 0", timeout=timeout)
 
 
+def wait_replayed(page) -> None:
+    """Until a finished run's page has replayed all its events (the join's reply follows them)."""
+    page.wait_for_function("document.getElementById('live-text').textContent === 'replayed'",
+                           timeout=30_000)
+
+
 @pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
@@ -140,6 +146,7 @@ def test_choosing_a_recipe_fills_its_settings_and_the_run_follows_its_schedule(
     page.click("#start")
     page.wait_for_url("**/runs/*")
     page.wait_for_selector("#confusion", timeout=180_000)
+    wait_replayed(page)
     page.click("summary:has-text('Settings of this run')")
     config = page.locator("details dl").inner_text()
     assert "one_cycle" in config and "sprint_cnn" in config and "float32" in config
@@ -176,7 +183,7 @@ def test_launch_from_the_form_and_watch_live_on_two_pages(idle_lab, watched):
     for page in (first, second):
         page.wait_for_selector("#confusion", timeout=180_000)  # reloaded with the result
         assert page.locator("#status").text_content() == "succeeded"
-        wait_points(page, "acc-chart", 2)  # the finished run's curves are replayed
+        wait_replayed(page)
         # Batch points (running means) outnumber epoch points.
         assert points(page, "loss-chart", 0) > points(page, "loss-chart", 1) > 0
     assert first.locator("#download").get_attribute("href").endswith("/model.keras")
