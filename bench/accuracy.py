@@ -75,6 +75,7 @@ def main() -> int:
     parser.add_argument("--limit", type=int)
     parser.add_argument("--schedule", choices=("plateau", "cosine", "one_cycle"))
     parser.add_argument("--label-smoothing", type=float)
+    parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"))
     parser.add_argument("--val-split", type=float)
     parser.add_argument("--augment", choices=("on", "off"))
@@ -90,7 +91,8 @@ def main() -> int:
     train_dir, test_dir = make_split(Path(args.data), work, args.holdout, args.split_seed)
     config = {"recipe": args.recipe}
     for key in ("epochs", "image_size", "batch_size", "learning_rate", "early_stopping_patience",
-                "lr_patience", "limit", "schedule", "label_smoothing", "precision", "val_split"):
+                "lr_patience", "limit", "schedule", "label_smoothing", "weight_decay", "precision",
+                "val_split"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     if args.augment:

@@ -55,7 +55,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
     keys = ("recipe", "epochs", "image_size", "batch_size", "learning_rate", "augment",
             "val_split", "early_stopping_patience", "lr_factor", "lr_patience", "limit", "seed",
-            "schedule", "label_smoothing", "precision")
+            "schedule", "label_smoothing", "weight_decay", "precision")
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 
@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--schedule", choices=list(SCHEDULES), help="learning-rate schedule")
     p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--weight-decay", type=float, help="above 0: AdamW with this decay")
     p.add_argument("--precision", choices=list(PRECISIONS))
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--progress", action="store_true", help="progress bar even when not a tty")

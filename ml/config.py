@@ -32,6 +32,7 @@ class TrainConfig:
     seed: int = 42
     schedule: str = "plateau"  # see SCHEDULES
     label_smoothing: float = 0.0
+    weight_decay: float = 0.0  # decoupled (AdamW) when above 0; plain Adam at 0
     precision: str = "auto"  # see PRECISIONS
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,7 +54,7 @@ PRECISIONS = {
     "bfloat16": "bfloat16 (mixed)",
 }
 # Settings a recipe supplies when the caller leaves them out (see ml.recipes.Recipe).
-RECIPE_DEFAULTS = ("epochs", "schedule", "label_smoothing")
+RECIPE_DEFAULTS = ("epochs", "schedule", "label_smoothing", "weight_decay")
 
 # (type, min, max); None bounds are open. Integers must be integers, not 3.5.
 BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
@@ -68,6 +69,7 @@ BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
     "limit": (int, 4, 10_000_000),
     "seed": (int, 0, 2**31 - 1),
     "label_smoothing": (float, 0.0, 0.4),
+    "weight_decay": (float, 0.0, 0.5),
 }
 CHOICES: dict[str, dict[str, str]] = {"schedule": SCHEDULES, "precision": PRECISIONS}
 
@@ -94,7 +96,7 @@ def _check_number(value: Any, kind: type, lo: float | None, hi: float | None):
 def parse_config(data: dict[str, Any] | None) -> TrainConfig:
     """Validate a config dict and fill in defaults; raises ConfigError naming every bad field.
 
-    Epochs, schedule and label smoothing left out come from the chosen recipe.
+    Epochs, schedule, label smoothing and weight decay left out come from the chosen recipe.
     """
     from ml.recipes import RECIPES  # late import: recipes pulls in nothing heavy at import time
 

@@ -8,7 +8,7 @@ Types and their fields (beyond the four common ones):
 
 - ``run_queued``     config
 - ``run_started``    config, epochs, steps_per_epoch, train_count, val_count, recipe, image_size,
-                     learning_rate, schedule, label_smoothing, precision ("float32" |
+                     learning_rate, schedule, label_smoothing, weight_decay, precision ("float32" |
                      "bfloat16", what "auto" resolved to on the worker)
 - ``batch``          epoch (1-based), step (1-based), steps, loss, accuracy, lr, images_per_s,
                      aggregation="running_mean" (Keras reports batch metrics as running means

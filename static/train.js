@@ -1,11 +1,13 @@
 // Train form: choosing a recipe fills in the settings it was tuned with (epochs, schedule,
-// label smoothing), so "sprint_cnn" really is the 10-minute recipe without retyping.
+// label smoothing, weight decay), so "sprint_cnn" really is the 10-minute recipe without
+// retyping.
 (function () {
   "use strict";
   const form = document.getElementById("train-form");
   if (!form) return;
   const note = document.getElementById("recipe-note");
-  const keys = { epochs: "epochs", schedule: "schedule", labelSmoothing: "label_smoothing" };
+  const keys = { epochs: "epochs", schedule: "schedule", labelSmoothing: "label_smoothing",
+                 weightDecay: "weight_decay" };
   form.querySelectorAll('input[name="recipe"]').forEach((radio) => {
     radio.addEventListener("change", () => {
       if (!radio.checked) return;

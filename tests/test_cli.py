@@ -84,6 +84,7 @@ def test_unreadable_model(tmp_path):
     (["--colour", "red"], "unrecognized arguments"),
     (["--schedule", "linear"], "invalid choice"),
     (["--label-smoothing", "0.9"], "label_smoothing: must be at most 0.4"),
+    (["--weight-decay", "-1"], "weight_decay: must be at least 0"),
 ])
 def test_bad_options(tmp_path, args, needle):
     make_flat_dataset(tmp_path, per_class=2, size=16)

@@ -54,8 +54,8 @@ def test_recipe_supplies_epochs_schedule_and_smoothing_unless_given():
 
     for recipe in RECIPES.values():
         cfg = parse_config({"recipe": recipe.name})
-        assert (cfg.epochs, cfg.schedule, cfg.label_smoothing) == (
-            recipe.epochs, recipe.schedule, recipe.label_smoothing)
+        assert (cfg.epochs, cfg.schedule, cfg.label_smoothing, cfg.weight_decay) == (
+            recipe.epochs, recipe.schedule, recipe.label_smoothing, recipe.weight_decay)
     assert len({(r.epochs, r.schedule) for r in RECIPES.values()}) > 1  # they really differ
     sprint = next(r for r in RECIPES.values() if r.schedule != "plateau")
     cfg = parse_config({"recipe": sprint.name, "epochs": 3, "schedule": "plateau",
@@ -65,9 +65,13 @@ def test_recipe_supplies_epochs_schedule_and_smoothing_unless_given():
 
 def test_schedule_precision_and_smoothing_are_checked():
     with pytest.raises(ConfigError) as info:
-        parse_config({"schedule": "linear", "precision": "float16", "label_smoothing": 0.5})
+        parse_config({"schedule": "linear", "precision": "float16", "label_smoothing": 0.5,
+                      "weight_decay": -0.01})
     fields = info.value.fields
     assert "one_cycle" in fields["schedule"] and "bfloat16" in fields["precision"]
     assert "at most 0.4" in fields["label_smoothing"]
-    cfg = parse_config({"schedule": "cosine", "precision": "float32", "label_smoothing": 0.1})
-    assert (cfg.schedule, cfg.precision, cfg.label_smoothing) == ("cosine", "float32", 0.1)
+    assert "at least 0" in fields["weight_decay"]
+    cfg = parse_config({"schedule": "cosine", "precision": "float32", "label_smoothing": 0.1,
+                        "weight_decay": 0.05})
+    assert (cfg.schedule, cfg.precision, cfg.label_smoothing, cfg.weight_decay) == (
+        "cosine", "float32", 0.1, 0.05)

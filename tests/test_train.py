@@ -206,3 +206,32 @@ def test_res_cnn_trains_saves_and_explains_a_prediction(tiny_dataset, tmp_path):
     assert result["label"] in ("cat", "dog") and 0 <= result["cat_probability"] <= 1
     assert result["heatmap"].ndim == 2 and 0 <= result["heatmap"].min() <= 1
     assert result["overlay_png"].startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.5])
+def test_weight_decay_shrinks_kernels_only_and_only_when_asked(weight_decay):
+    """On black photos the stem kernel gets no gradient (its input is 0), so Adam leaves it
+    as it is, and AdamW shrinks it by exactly (1 - lr * decay) a step; BatchNorm's scale
+    gets no gradient either and is left out of the decay."""
+    import keras
+    import numpy as np
+
+    from ml.recipes import build_model
+
+    model = build_model("res_cnn", 32, augment=False, learning_rate=0.1,
+                        weight_decay=weight_decay)
+    kernel = model.get_layer("stem_conv").kernel
+    gamma = model.get_layer("stem_bn").gamma
+    before = keras.ops.convert_to_numpy(kernel).copy()
+    model.fit(np.zeros((8, 32, 32, 3), "uint8"), np.ones((8, 1)), batch_size=8, epochs=1,
+              verbose=0)
+    after = keras.ops.convert_to_numpy(kernel)
+    np.testing.assert_allclose(after, before * (1 - 0.1 * weight_decay), rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(gamma), 1.0)
+
+
+def test_weight_decay_reaches_the_run(tiny_dataset, tmp_path):
+    summary, events = collect({**FAST, "epochs": 1, "weight_decay": 0.05}, tiny_dataset,
+                              tmp_path)
+    assert summary["status"] == "succeeded"
+    assert events[0]["weight_decay"] == 0.05 and events[0]["config"]["weight_decay"] == 0.05
