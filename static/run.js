@@ -110,7 +110,8 @@
     run_started(ev) {
       state.steps = ev.steps_per_epoch; state.epochs = ev.epochs; state.startTs = ev.ts;
       state.schedule = ev.schedule || "plateau";  // runs from before schedules had none
-      setStatus("running");
+      // A finished run's replay must not flash "running" on its badge.
+      if (["queued", "running"].includes(state.status)) setStatus("running");
       const extras = [];
       if (state.schedule !== "plateau") extras.push(state.schedule.replace("_", "-") + " schedule");
       if (ev.precision === "bfloat16") extras.push("bfloat16 maths");

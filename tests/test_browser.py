@@ -182,8 +182,8 @@ def test_launch_from_the_form_and_watch_live_on_two_pages(idle_lab, watched):
     shot(first, "run-live")
     for page in (first, second):
         page.wait_for_selector("#confusion", timeout=180_000)  # reloaded with the result
+        wait_replayed(page)  # the replay passes through "running" on its way
         assert page.locator("#status").text_content() == "succeeded"
-        wait_replayed(page)
         # Batch points (running means) outnumber epoch points.
         assert points(page, "loss-chart", 0) > points(page, "loss-chart", 1) > 0
     assert first.locator("#download").get_attribute("href").endswith("/model.keras")
