@@ -22,6 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.curve import load as load_curve  # noqa: E402
 from ml.data import scan, split_frame  # noqa: E402
 from ml.evaluate import evaluate  # noqa: E402
 from ml.tf_env import import_tensorflow_quietly  # noqa: E402
@@ -125,11 +126,7 @@ def main() -> int:
     wall = time.monotonic() - started
     report = evaluate(out / "model.keras", test_dir)
     metrics = summary["metrics"]
-    curve = {}
-    for line in curve_path.read_text().splitlines():
-        row = json.loads(line)
-        curve[row["epoch"]] = row  # a resumed epoch replaces its interrupted self
-    history = [curve[k] for k in sorted(curve)]
+    history = load_curve(curve_path)  # a resumed epoch replaces its interrupted self
     first_90 = [row["epoch"] for row in history if row["val_accuracy"] >= 0.9]
     elapsed, to_90 = 0.0, None
     for row in history:
