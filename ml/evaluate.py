@@ -31,6 +31,13 @@ def evaluate(model: str | os.PathLike[str] | LoadedModel, data_dir: str | os.Pat
 def evaluate_frame(model: Any, image_size: int, df: pd.DataFrame, batch_size: int = 64,
                    max_misclassified: int = 200) -> dict[str, Any]:
     """The same report for a Keras model and a DataFrame of photos (``image_path``, ``label``)."""
+    p, y_true = predict_frame(model, image_size, df, batch_size)
+    return report(p, y_true, df, max_misclassified)
+
+
+def predict_frame(model: Any, image_size: int, df: pd.DataFrame,
+                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Cat probabilities and true labels of the photos that decode, in the frame's order."""
     from ml.pipeline import make_dataset
 
     ds = make_dataset(df, image_size, batch_size, shuffle=False, cache=False)
@@ -42,6 +49,12 @@ def evaluate_frame(model: Any, image_size: int, df: pd.DataFrame, batch_size: in
         labels.append(y.numpy().astype(int))
     p = np.concatenate(probs) if probs else np.zeros(0)
     y_true = np.concatenate(labels) if labels else np.zeros(0, dtype=int)
+    return p, y_true
+
+
+def report(p: np.ndarray, y_true: np.ndarray, df: pd.DataFrame,
+           max_misclassified: int = 200) -> dict[str, Any]:
+    """Accuracy, confusion and misclassified photos from cat probabilities ``p``."""
     y_pred = (p >= 0.5).astype(int)
     confusion = [[int(np.sum((y_true == t) & (y_pred == q))) for q in (0, 1)] for t in (0, 1)]
     n = int(len(y_true))

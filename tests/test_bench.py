@@ -1,0 +1,66 @@
+"""bench/ensemble.py, run as a person would: per-model and averaged held-out accuracy."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from tests.conftest import ROOT
+
+
+def ensemble(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "bench/ensemble.py", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def leaning_model(folder: Path, size: int, bias: float) -> Path:
+    """Cat probability from the photo's mean red (synthetic cats are warm, dogs cool).
+
+    bias 0 says 0.9 for cats and 0.6 for dogs (every photo a cat); bias -2.6 says 0.4 and
+    0.1 (every photo a dog). Each is right half the time; their mean is right every time.
+    """
+    import keras
+
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    dense = keras.layers.Dense(1, activation="sigmoid")
+    model = keras.Model(inputs, dense(x))
+    dense.set_weights([np.array([[2.75], [0.0], [0.0]]), np.array([bias])])
+    folder.mkdir(parents=True)
+    model.save(folder / "model.keras")
+    return folder
+
+
+def test_ensemble_averages_probabilities_and_counts_shared_errors(tiny_dataset, tmp_path):
+    says_cat = leaning_model(tmp_path / "cat", 32, 0.0)
+    says_dog = leaning_model(tmp_path / "dog", 40, -2.6)  # each model gets its own size
+    out = tmp_path / "ens.json"
+    done = ensemble(str(says_cat), str(says_dog), "--holdout", str(tiny_dataset),
+                    "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    assert list(result["models"].values()) == [0.5, 0.5]
+    assert result["errors_per_model"] == [24, 24] and result["errors_shared_by_all"] == 0
+    # A sum, a vote or the first model alone would say 0.5 here.
+    assert result["ensemble_accuracy"] == 1.0 and result["holdout_photos"] == 48
+    assert result["ensemble_confusion"] == [[24, 0], [0, 24]]
+
+    done = ensemble(str(says_cat), str(says_cat), "--holdout", str(tiny_dataset),
+                    "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    twice = json.loads(out.read_text())
+    assert twice["ensemble_accuracy"] == 0.5 and twice["errors_shared_by_all"] == 24
+
+
+def test_ensemble_without_its_holdout_folder_says_so(tiny_dataset, tmp_path):
+    model = leaning_model(tmp_path / "m", 32, 0.0)
+    done = ensemble(str(model), "--holdout", str(tmp_path / "nowhere"),
+                    "--out", str(tmp_path / "ens.json"))
+    assert done.returncode == 2
+    assert "nowhere" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "ens.json").exists()
