@@ -15,6 +15,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,12 +54,12 @@ def main() -> int:
     return 0
 
 
-def measure(models: list[str], holdout: str) -> dict:
+def measure(models: list[str], holdout: str) -> dict[str, Any]:
     """Each model's held-out accuracy and that of their averaged cat probabilities."""
     photos = scan(holdout)
     require_photos(photos)
     df = photos.images
-    probs, y_true, single = [], None, {}
+    probs, y_true, single = [], None, []
     for path in models:
         loaded = load_model(path)
         p, y = predict_frame(loaded.model, loaded.image_size, df)
@@ -66,18 +67,19 @@ def measure(models: list[str], holdout: str) -> dict:
             raise LabError("the models did not see the same photos (one failed to decode?)")
         y_true = y
         probs.append(p)
-        single[str(path)] = report(p, y, df, max_misclassified=0)["accuracy"]
-        log.info("%s: %.4f on %d photos", path, single[str(path)], len(y))
+        alone = report(p, y, df, max_misclassified=0)
+        single.append({"model": str(path), "accuracy": alone["accuracy"],
+                       "errors": alone["errors"]})
+        log.info("%s: %.4f on %d photos", path, alone["accuracy"], len(y))
     mean = report(np.mean(probs, axis=0), y_true, df, max_misclassified=0)
     wrong = [set(np.flatnonzero((p >= 0.5) != y_true)) for p in probs]
     return {
-        "models": single,
+        "models": single,  # a list: the same model may be given twice
         "ensemble_accuracy": mean["accuracy"],
         "ensemble_confusion": mean["confusion"],
         "holdout_photos": mean["n"],
         # errors every model makes: what averaging cannot fix
         "errors_shared_by_all": len(set.intersection(*wrong)),
-        "errors_per_model": [len(w) for w in wrong],
         "machine": f"{cpu_name()}, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
     }

@@ -255,7 +255,7 @@ def get_recipe(name: str) -> Recipe:
 def build_model(name: str, image_size: int, augment: bool = True,
                 learning_rate: Any = 1e-3, label_smoothing: float = 0.0,
                 weight_decay: float = 0.0, **kwargs: Any):
-    """Build and compile a recipe's model (binary cross-entropy, Adam, accuracy).
+    """Build and compile a recipe's model (binary cross-entropy, Adam or AdamW, accuracy).
 
     ``learning_rate`` is a number or a Keras learning-rate schedule. A ``weight_decay``
     above 0 makes it AdamW: each step shrinks the weights by ``lr * weight_decay``, apart

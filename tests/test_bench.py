@@ -44,8 +44,9 @@ def test_ensemble_averages_probabilities_and_counts_shared_errors(tiny_dataset, 
                     "--out", str(out))
     assert done.returncode == 0, done.stderr
     result = json.loads(out.read_text())
-    assert list(result["models"].values()) == [0.5, 0.5]
-    assert result["errors_per_model"] == [24, 24] and result["errors_shared_by_all"] == 0
+    assert result["models"] == [{"model": str(m), "accuracy": 0.5, "errors": 24}
+                                for m in (says_cat, says_dog)]
+    assert result["errors_shared_by_all"] == 0
     # A sum, a vote or the first model alone would say 0.5 here.
     assert result["ensemble_accuracy"] == 1.0 and result["holdout_photos"] == 48
     assert result["ensemble_confusion"] == [[24, 0], [0, 24]]
@@ -55,6 +56,7 @@ def test_ensemble_averages_probabilities_and_counts_shared_errors(tiny_dataset, 
     assert done.returncode == 0, done.stderr
     twice = json.loads(out.read_text())
     assert twice["ensemble_accuracy"] == 0.5 and twice["errors_shared_by_all"] == 24
+    assert [m["errors"] for m in twice["models"]] == [24, 24]
 
 
 def test_ensemble_without_its_holdout_folder_says_so(tiny_dataset, tmp_path):

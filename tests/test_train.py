@@ -235,3 +235,9 @@ def test_weight_decay_reaches_the_run(tiny_dataset, tmp_path):
                               tmp_path)
     assert summary["status"] == "succeeded"
     assert events[0]["weight_decay"] == 0.05 and events[0]["config"]["weight_decay"] == 0.05
+    import keras
+
+    # The saved model keeps the optimizer it was compiled with: the run really used AdamW.
+    optimizer = keras.models.load_model(tmp_path / "model.keras").optimizer
+    assert type(optimizer).__name__ == "AdamW"
+    assert float(keras.ops.convert_to_numpy(optimizer.weight_decay)) == pytest.approx(0.05)
