@@ -25,6 +25,9 @@ CARD_FILE = "card.json"
 CHECKPOINT_FILE = "best.weights.h5"
 BEST_FILE = "best.json"  # the checkpoint's epoch and score, so a resumed run keeps its best
 MAX_MISCLASSIFIED = 48
+# At equal validation accuracy, a later epoch replaces the kept one only if its validation
+# loss is lower by more than this (so noise in the loss does not move the pick).
+LOSS_TIE_MIN_DELTA = 1e-3
 
 
 def _lr(model) -> float:
@@ -32,6 +35,19 @@ def _lr(model) -> float:
     import keras
 
     return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+
+
+def is_better_epoch(val_accuracy: float, val_loss: float | None,
+                    best_accuracy: float | None, best_loss: float | None) -> bool:
+    """Whether an epoch beats the kept one: higher accuracy, or the same and clearly lower loss.
+
+    Small validation sets saturate: with 8 photos, 8/8 after one epoch would otherwise keep
+    that barely trained model over later epochs that are right with far more confidence.
+    """
+    if best_accuracy is None or val_accuracy > best_accuracy:
+        return True
+    return (val_accuracy == best_accuracy and val_loss is not None
+            and (best_loss is None or val_loss < best_loss - LOSS_TIE_MIN_DELTA))
 
 
 def _make_event_callback(emitter: EventEmitter, *, steps: int, batch_size: int,
@@ -45,6 +61,7 @@ def _make_event_callback(emitter: EventEmitter, *, steps: int, batch_size: int,
             super().__init__()
             self.cancelled = False
             self.best_val_accuracy: float | None = None
+            self.best_val_loss: float | None = None
             self.best_epoch: int | None = None
             self.history: list[dict[str, Any]] = []
             self.early_stopped_at: int | None = None
@@ -95,15 +112,17 @@ def _make_event_callback(emitter: EventEmitter, *, steps: int, batch_size: int,
             partial = self.cancelled and self._steps_done < steps
             emitter.emit("epoch", **row, partial=partial)
             self.history.append(row)
-            val_acc = logs.get("val_accuracy")
-            if val_acc is not None and (self.best_val_accuracy is None
-                                        or val_acc > self.best_val_accuracy):
+            val_acc, val_loss = logs.get("val_accuracy"), logs.get("val_loss")
+            if val_acc is not None and is_better_epoch(
+                    val_acc, val_loss, self.best_val_accuracy, self.best_val_loss):
                 self.best_val_accuracy = float(val_acc)
+                self.best_val_loss = None if val_loss is None else float(val_loss)
                 self.best_epoch = epoch_no
                 # On disk, so a killed run still leaves its best epoch behind.
                 self.model.save_weights(checkpoint_path)
                 _write_json(checkpoint_path.with_name(BEST_FILE),
-                            {"epoch": epoch_no, "val_accuracy": float(val_acc)})
+                            {"epoch": epoch_no, "val_accuracy": self.best_val_accuracy,
+                             "val_loss": self.best_val_loss})
                 emitter.emit("checkpoint", epoch=epoch_no, val_accuracy=float(val_acc))
             new_lr = _lr(self.model)
             # A fixed schedule lowers the rate every step: only plateau cuts are news.
@@ -252,6 +271,7 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
         if Path(resume_dir).is_dir() and best_file.is_file() and checkpoint_path.is_file():
             best = json.loads(best_file.read_text())
             events.best_epoch, events.best_val_accuracy = best["epoch"], best["val_accuracy"]
+            events.best_val_loss = best.get("val_loss")  # absent in checkpoints from before
     started = time.monotonic()
     # Order matters: the event callback runs last so it sees this epoch's LR reduction and
     # early-stopping decision.

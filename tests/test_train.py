@@ -9,7 +9,7 @@ import pytest
 
 from ml.errors import DatasetError
 from ml.events import EVENT_TYPES
-from ml.train import train
+from ml.train import LOSS_TIE_MIN_DELTA, is_better_epoch, train
 
 FAST = {"image_size": 32, "batch_size": 8, "augment": False}
 
@@ -62,6 +62,75 @@ def test_events_schema_order_and_files(tiny_dataset, tmp_path):
     assert sum(map(sum, validation["confusion"])) == validation["n"] == card["counts"]["val"]
     assert validation["errors"] == len(validation["misclassified"]) <= 48
     assert validation["accuracy"] == pytest.approx(finished["best_val_accuracy"], abs=1e-6)
+
+
+def kept_epoch(epochs: list[dict]) -> int:
+    """The epoch the checkpoint rule should keep, replayed over a run's epoch events."""
+    best = None
+    for e in epochs:
+        if best is None or is_better_epoch(e["val_accuracy"], e["val_loss"],
+                                           best["val_accuracy"], best["val_loss"]):
+            best = e
+    return best["epoch"]
+
+
+def test_a_tie_in_accuracy_goes_to_the_clearly_lower_loss():
+    assert is_better_epoch(0.5, 9.0, None, None)  # the first epoch always counts
+    assert is_better_epoch(0.9, 0.8, 0.8, 0.1)  # accuracy first, whatever the loss
+    assert not is_better_epoch(0.8, 0.01, 0.9, 0.5)
+    assert is_better_epoch(1.0, 0.05, 1.0, 0.4)  # 8/8 again, far more confident
+    assert not is_better_epoch(1.0, 0.4 - LOSS_TIE_MIN_DELTA / 2, 1.0, 0.4)  # noise
+    assert not is_better_epoch(1.0, 0.5, 1.0, 0.4)
+    assert not is_better_epoch(1.0, None, 1.0, 0.4)
+    assert is_better_epoch(1.0, 0.3, 1.0, None)  # a checkpoint saved before losses were kept
+
+
+def test_the_checkpoint_keeps_the_clearly_more_confident_of_equal_epochs(tmp_path):
+    """The real callback, fed chosen epoch results: the weights kept are epoch 2's."""
+    import numpy as np
+
+    from ml.events import EventEmitter
+    from ml.recipes import build_model
+    from ml.train import _make_event_callback
+
+    model = build_model("fast_cnn", 32, augment=False)
+    events: list[dict] = []
+    checkpoint = tmp_path / "best.weights.h5"
+    callback = _make_event_callback(
+        EventEmitter("r1", events.append), steps=1, batch_size=8, train_count=8,
+        should_stop=None, checkpoint_path=checkpoint, early_stopping=None,
+        report_lr_cuts=False)
+    callback.set_model(model)
+    results = [(1.0, 0.40), (1.0, 0.10), (1.0, 0.10 - LOSS_TIE_MIN_DELTA / 2), (0.9, 0.01)]
+    weights = []
+    for epoch, (acc, loss) in enumerate(results):
+        # Different weights every epoch, so the file shows which epoch it holds.
+        model.set_weights([w + epoch for w in model.get_weights()])
+        weights.append(model.get_weights())
+        callback.on_epoch_begin(epoch)
+        callback.on_epoch_end(epoch, {"loss": 1.0, "accuracy": 0.5,
+                                      "val_accuracy": acc, "val_loss": loss})
+    assert [e["epoch"] for e in events if e["type"] == "checkpoint"] == [1, 2]
+    assert callback.best_epoch == 2 and callback.best_val_loss == pytest.approx(0.10)
+    assert json.loads((tmp_path / "best.json").read_text()) == {
+        "epoch": 2, "val_accuracy": 1.0, "val_loss": pytest.approx(0.10)}
+    model.load_weights(checkpoint)
+    for kept, epoch_2 in zip(model.get_weights(), weights[1], strict=True):
+        np.testing.assert_array_equal(kept, epoch_2)
+
+
+def test_the_kept_epoch_follows_the_rule(tiny_dataset, tmp_path):
+    # The lab's FINISHED run: its 8 validation photos are often all right after epoch 1.
+    summary, events = collect({**FAST, "epochs": 3, "learning_rate": 0.01}, tiny_dataset,
+                              tmp_path)
+    epochs = [e for e in events if e["type"] == "epoch"]
+    assert summary["metrics"]["best_epoch"] == kept_epoch(epochs)
+    replaced = [e["epoch"] for e in events if e["type"] == "checkpoint"]
+    assert replaced[0] == 1 and replaced[-1] == kept_epoch(epochs)
+    best = json.loads((tmp_path / "best.json").read_text())
+    kept = epochs[kept_epoch(epochs) - 1]
+    assert best == {"epoch": kept["epoch"], "val_accuracy": pytest.approx(kept["val_accuracy"]),
+                    "val_loss": pytest.approx(kept["val_loss"])}
 
 
 def test_lr_reduction_and_early_stop_are_reported(tiny_dataset, tmp_path):
@@ -188,6 +257,8 @@ def test_resume_dir_carries_a_crashed_run_on_from_its_last_epoch(tiny_dataset, t
     assert batch_lrs[0] < first[0]["lr"]
     best = max([first[0], *epochs], key=lambda e: e["val_accuracy"])
     assert summary["metrics"]["best_val_accuracy"] == pytest.approx(best["val_accuracy"])
+    # The kept epoch's loss came back too, so epoch 1 is only replaced as the rule says.
+    assert summary["metrics"]["best_epoch"] == kept_epoch([first[0], *epochs])
     assert not backup.exists()  # a finished run leaves no backup behind
 
 
