@@ -4,6 +4,7 @@ An ensemble is not a single-model recipe: this measures how much of the gap to a
 errors the models do not share could close. Uses the held-out folder ``bench/accuracy.py`` made.
 
     python bench/ensemble.py bench/out/models/res_cnn bench/out/models/res_cnn-wd05
+    python bench/ensemble.py --flip bench/out/models/res_cnn   # one model and its mirror images
 """
 
 from __future__ import annotations
@@ -37,11 +38,14 @@ def main() -> int:
     parser.add_argument("models", nargs="+", help="model.keras files or their folders")
     parser.add_argument("--holdout", default="bench/out/split-h0.1-s2026/holdout")
     parser.add_argument("--out", default="bench/out/results/ensemble.json")
+    parser.add_argument("--flip", action="store_true",
+                        help="average each model's answer for a photo with its answer for the "
+                             "mirror image (test-time augmentation)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     import_tensorflow_quietly()
     try:
-        result = measure(args.models, args.holdout)
+        result = measure(args.models, args.holdout, flip=args.flip)
     except LabError as exc:  # a missing folder or model: one sentence, not a traceback
         log.error("%s", exc)
         return 2
@@ -54,15 +58,18 @@ def main() -> int:
     return 0
 
 
-def measure(models: list[str], holdout: str) -> dict[str, Any]:
-    """Each model's held-out accuracy and that of their averaged cat probabilities."""
+def measure(models: list[str], holdout: str, flip: bool = False) -> dict[str, Any]:
+    """Each model's held-out accuracy and that of their averaged cat probabilities.
+
+    With ``flip`` every model's probability is first averaged with its mirror image's.
+    """
     photos = scan(holdout)
     require_photos(photos)
     df = photos.images
     probs, y_true, single = [], None, []
     for path in models:
         loaded = load_model(path)
-        p, y = predict_frame(loaded.model, loaded.image_size, df)
+        p, y = predict_frame(loaded.model, loaded.image_size, df, flip=flip)
         if y_true is not None and not np.array_equal(y, y_true):
             raise LabError("the models did not see the same photos (one failed to decode?)")
         y_true = y
@@ -75,6 +82,7 @@ def measure(models: list[str], holdout: str) -> dict[str, Any]:
     wrong = [set(np.flatnonzero((p >= 0.5) != y_true)) for p in probs]
     return {
         "models": single,  # a list: the same model may be given twice
+        "flip": flip,
         "ensemble_accuracy": mean["accuracy"],
         "ensemble_confusion": mean["confusion"],
         "holdout_photos": mean["n"],

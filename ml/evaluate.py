@@ -36,8 +36,12 @@ def evaluate_frame(model: Any, image_size: int, df: pd.DataFrame, batch_size: in
 
 
 def predict_frame(model: Any, image_size: int, df: pd.DataFrame,
-                  batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Cat probabilities and true labels of the photos that decode, in the frame's order."""
+                  batch_size: int = 64, flip: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Cat probabilities and true labels of the photos that decode, in the frame's order.
+
+    ``flip`` averages each photo's probability with its mirror image's (test-time
+    augmentation, for benchmarks: the Predict tab does not do it).
+    """
     from ml.pipeline import make_dataset
 
     ds = make_dataset(df, image_size, batch_size, shuffle=False, cache=False)
@@ -45,7 +49,11 @@ def predict_frame(model: Any, image_size: int, df: pd.DataFrame,
     probs: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     for images, y in ds:
-        probs.append(np.asarray(model(images, training=False)).reshape(-1))
+        p = np.asarray(model(images, training=False)).reshape(-1)
+        if flip:
+            mirrored = images[:, :, ::-1, :]  # (batch, rows, columns, channels): left-right
+            p = (p + np.asarray(model(mirrored, training=False)).reshape(-1)) / 2
+        probs.append(p)
         labels.append(y.numpy().astype(int))
     p = np.concatenate(probs) if probs else np.zeros(0)
     y_true = np.concatenate(labels) if labels else np.zeros(0, dtype=int)
