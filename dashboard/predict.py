@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import math
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -29,11 +30,37 @@ _models_lock = threading.Lock()
 _predict_lock = threading.Lock()  # one Grad-CAM at a time: they share the CPU anyway
 
 
+def val_photos(run: dict[str, Any]) -> int | None:
+    """How many validation photos the run's best accuracy was measured on, if known."""
+    n = ((run.get("summary") or {}).get("counts") or {}).get("val")
+    return int(n) if n else None
+
+
+def accuracy_floor(accuracy: float | None, n: int | None, z: float = 1.96) -> float:
+    """The Wilson lower bound of an accuracy measured on ``n`` photos (0 when unknown).
+
+    What a validation score is worth: 8 of 8 right is only sure to be above 68 %, while
+    520 of 540 is sure to be above 94 %, so a long run outranks a lucky tiny one.
+    """
+    if accuracy is None or not n:
+        return 0.0
+    centre = accuracy + z * z / (2 * n)
+    spread = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
 def usable_runs(store: RunStore) -> list[dict[str, Any]]:
-    """Runs with a saved model, best validation accuracy first."""
+    """Runs with a saved model, surest first: the first is Predict's default model.
+
+    Ranked by the lower bound of their validation accuracy, not the accuracy itself, which
+    on a handful of validation photos is often a lucky 100 %.
+    """
     runs = [r for r in store.list_runs() if r["status"] in ("succeeded", "cancelled")
             and model_file(r) is not None]
-    return sorted(runs, key=lambda r: -(r["best_val_accuracy"] or 0))
+    for run in runs:
+        run["val_photos"] = val_photos(run)
+    return sorted(runs, key=lambda r: (-accuracy_floor(r["best_val_accuracy"], r["val_photos"]),
+                                       -(r["best_val_accuracy"] or 0)))
 
 
 def _loaded(run: dict[str, Any]):
