@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.lab_stack import ENDLESS, TINY, Viewer
+from tests.lab_stack import ENDLESS, TINY, LabStack, Viewer
 
 
 def _types(events):
@@ -254,3 +254,40 @@ def test_runs_survive_restarts_and_redis_outage(idle_lab):
     replay.disconnect()
     next_id = idle_lab.launch({**TINY, "epochs": 1})
     assert idle_lab.wait_status(next_id, ("succeeded", "failed"))["status"] == "succeeded"
+
+
+# Imported by every Python process of the stack: TensorFlow's import (which only a run's
+# pool process does) takes LAB_TEST_SLOW_TF_S seconds longer, as on a busy machine.
+SLOW_TF_IMPORT = """
+import os, sys, time
+
+class _SlowTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name == "tensorflow":
+            sys.meta_path.remove(self)
+            time.sleep(float(os.environ["LAB_TEST_SLOW_TF_S"]))
+        return None
+
+sys.meta_path.insert(0, _SlowTensorFlow())
+"""
+
+
+def test_a_run_whose_tensorflow_import_outlasts_the_loss_timeout_is_not_reaped(
+        tiny_dataset, tmp_path):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SLOW_TF_IMPORT)
+    lab = LabStack(tmp_path / "lab", tiny_dataset, extra_env={
+        "PYTHONPATH": str(hook), "LAB_TEST_SLOW_TF_S": "7",
+        "LAB_HEARTBEAT_S": "1", "LAB_RUN_LOST_AFTER_S": "3"})
+    (tmp_path / "lab").mkdir()
+    try:
+        lab.start()
+        run_id = lab.launch({**TINY, "epochs": 1})
+        # Reaped as lost (no heartbeat for 3 s) when the heartbeat waited for the import.
+        run = lab.wait_status(run_id, ("succeeded", "failed"), timeout=120)
+        assert run["status"] == "succeeded", run["error"]
+        assert "worker lost" not in lab.web.log_text()
+        assert "Traceback" not in lab.worker.log_text()
+    finally:
+        lab.stop()

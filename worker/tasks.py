@@ -115,12 +115,14 @@ def train_run(self, run_id: str) -> dict[str, Any]:
                  current["status"] if current else "not in the run store")
         return {"run_id": run_id, "status": current["status"] if current else "missing"}
 
-    from ml.tf_env import import_tensorflow_quietly
-    from ml.train import train
-
-    import_tensorflow_quietly()
-    log.info("run %s: training %s on %s", run_id, run["config"], settings.data_dir)
+    # The heartbeat starts before TensorFlow is imported: on a busy machine the import alone
+    # can outlast LAB_RUN_LOST_AFTER_S, and the web process would reap the run as lost.
     with _RunContext(store, run_id) as ctx:
+        from ml.tf_env import import_tensorflow_quietly
+        from ml.train import train
+
+        import_tensorflow_quietly()
+        log.info("run %s: training %s on %s", run_id, run["config"], settings.data_dir)
         try:
             summary = train(run["config"], settings.data_dir, ctx.out_dir,
                             on_event=ctx.on_event, should_stop=ctx.should_stop, run_id=run_id,
