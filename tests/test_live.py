@@ -277,10 +277,10 @@ def test_a_run_whose_tensorflow_import_outlasts_the_loss_timeout_is_not_reaped(
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(SLOW_TF_IMPORT)
+    (tmp_path / "lab").mkdir()
     lab = LabStack(tmp_path / "lab", tiny_dataset, extra_env={
         "PYTHONPATH": str(hook), "LAB_TEST_SLOW_TF_S": "7",
         "LAB_HEARTBEAT_S": "1", "LAB_RUN_LOST_AFTER_S": "3"})
-    (tmp_path / "lab").mkdir()
     try:
         lab.start()
         run_id = lab.launch({**TINY, "epochs": 1})
