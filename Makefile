@@ -58,7 +58,7 @@ test: install
 # The whole lab: redis-server (if none answers), one worker and the web server; Ctrl-C stops
 # what it started. Configuration by environment (LAB_PORT, LAB_DATA_DIR, REDIS_URL, ...).
 run: install
-	LAB_DATA_DIR="$(LAB_DATA_DIR)" LAB_MODELS_DIR="$(LAB_MODELS_DIR)" $(PY) -m worker.launcher
+	LAB_DATA_DIR="$(LAB_DATA_DIR)" LAB_MODELS_DIR="$(LAB_MODELS_DIR)" $(PY) -m launcher
 
 # The Dogs vs. Cats photos into LAB_DATA_DIR: the Kaggle competition files when Kaggle
 # credentials are set (KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json), else Microsoft's

@@ -25,6 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from bench.curve import load as load_curve  # noqa: E402
 from ml.data import scan, split_frame  # noqa: E402
 from ml.evaluate import evaluate  # noqa: E402
+from ml.model_io import MODEL_FILE  # noqa: E402
 from ml.tf_env import import_tensorflow_quietly  # noqa: E402
 from ml.train import train  # noqa: E402
 
@@ -124,7 +125,7 @@ def main() -> int:
     started = time.monotonic()
     summary = train(config, train_dir, out, on_event=on_event, resume_dir=resume_dir)
     wall = time.monotonic() - started
-    report = evaluate(out / "model.keras", test_dir)
+    report = evaluate(out / MODEL_FILE, test_dir)
     metrics = summary["metrics"]
     history = load_curve(curve_path)  # a resumed epoch replaces its interrupted self
     first_90 = [row["epoch"] for row in history if row["val_accuracy"] >= 0.9]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml.synthetic import make_flat_dataset  # noqa: E402
+from tests.fixtures.synthetic import make_flat_dataset  # noqa: E402
 from tests.lab_stack import ENDLESS, TINY, LabStack, Viewer  # noqa: E402
 
 log = logging.getLogger("bench.postgres_stack")

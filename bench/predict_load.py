@@ -5,10 +5,10 @@ trains a default-recipe model for one short epoch (its speed, not its accuracy, 
 here), then measures ``POST /api/predict`` (one photo, prediction plus Grad-CAM) with 1 and
 with N concurrent clients: latency p50/p95, throughput and errors; then one client sending
 16 photos a request (the most a request may carry): batch throughput. Then it sends at least
-1,000 hostile uploads (``ml.hostile``: the named troublesome files plus random mutations of
-real encodings, some several to a request) and counts the answers by status: any answer of
-500 or more is a failure. The web process's memory (RSS) is read from /proc before, between
-and after.
+1,000 hostile uploads (``tests.fixtures.hostile``: the named troublesome files plus random
+mutations of real encodings, some several to a request) and counts the answers by status:
+any answer of 500 or more is a failure. The web process's memory (RSS) is read from /proc
+before, between and after.
 
 Photos come from ../shared/data when it is there (real Kaggle JPEGs), else are generated.
 
@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
-from ml.hostile import named_cases, random_upload  # noqa: E402
-from ml.synthetic import make_flat_dataset, photo_bytes  # noqa: E402
-from worker import stack  # noqa: E402
+from launcher import processes as stack  # noqa: E402
+from tests.fixtures.hostile import named_cases, random_upload  # noqa: E402
+from tests.fixtures.synthetic import make_flat_dataset, photo_bytes  # noqa: E402
 
 log = logging.getLogger("bench.predict_load")
 OUT = Path(__file__).resolve().parent / "out" / "results"

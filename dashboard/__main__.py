@@ -6,7 +6,7 @@ import argparse
 import logging
 import os
 
-from dashboard import create_app, socketio
+from dashboard.app import create_app, socketio
 
 log = logging.getLogger("dashboard")
 

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask import Blueprint, redirect, render_template, request, session, url_for
 
-from worker.settings import Settings
+from core.settings import Settings
+from dashboard.helpers import lab_settings
 
 log = logging.getLogger(__name__)
 
@@ -65,13 +66,9 @@ def secret_key(settings: Settings) -> bytes:
     return key
 
 
-def _settings() -> Settings:
-    return current_app.config["LAB_SETTINGS"]
-
-
 def locked() -> bool:
     """Whether this lab has a passcode at all."""
-    return bool(_settings().passcode)
+    return bool(lab_settings().passcode)
 
 
 def _fingerprint(passcode: str) -> str:
@@ -81,7 +78,7 @@ def _fingerprint(passcode: str) -> str:
 
 def address() -> str:
     """The caller's address (the proxy's, unless LAB_TRUST_PROXY lets X-Forwarded-For in)."""
-    if _settings().trust_proxy:
+    if lab_settings().trust_proxy:
         forwarded = request.headers.get("X-Forwarded-For", "")
         first = forwarded.split(",")[0].strip()
         if first:
@@ -122,7 +119,7 @@ def _check(offered: str) -> bool:
     if wait:
         raise Denied(429, f"too many wrong passcodes from this address; try again in "
                           f"{max(1, round(wait / 60))} min")
-    if hmac.compare_digest(offered.encode(), (_settings().passcode or "").encode()):
+    if hmac.compare_digest(offered.encode(), (lab_settings().passcode or "").encode()):
         return True
     with _wrong_lock:
         _wrong[address()].append(time.monotonic())
@@ -132,13 +129,13 @@ def _check(offered: str) -> bool:
 
 def _session_unlocked() -> bool:
     """Whether this browser has typed the current passcode (on /unlock or the Train form)."""
-    passcode = _settings().passcode
+    passcode = lab_settings().passcode
     return bool(passcode) and session.get("unlocked") == _fingerprint(passcode)
 
 
 def unlocked() -> bool:
     """Whether this request carries the passcode (always true for an open lab)."""
-    passcode = _settings().passcode
+    passcode = lab_settings().passcode
     if not passcode or _session_unlocked():
         return True
     offered = request.headers.get(HEADER)
@@ -173,7 +170,7 @@ def may_cancel(run: dict[str, Any]) -> bool:
 
 def check_queue_cap(store) -> None:
     """Raise Denied(429) when this address already has its share of queued/running runs."""
-    cap = _settings().max_active_per_client
+    cap = lab_settings().max_active_per_client
     if cap <= 0:
         return
     active = store.count_active(client_prefix=address() + "/")
@@ -218,7 +215,7 @@ def unlock():
         # 200, not 403: the page is an answer, and browsers log failed loads as errors.
         return render_template("unlock.html", tab="", next=nxt,
                                error="That is not the lab passcode."), 200
-    session["unlocked"] = _fingerprint(_settings().passcode or "")
+    session["unlocked"] = _fingerprint(lab_settings().passcode or "")
     log.info("lab unlocked from %s", address())
     return redirect(nxt)
 

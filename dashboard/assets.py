@@ -6,7 +6,7 @@ from pathlib import Path
 
 from flask import Blueprint, abort, send_file
 
-from worker.settings import ROOT
+from core.settings import ROOT
 
 bp = Blueprint("assets", __name__)
 

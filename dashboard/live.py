@@ -1,6 +1,6 @@
 """The live channel: each viewer of a run gets its stored events, then live ones, in order.
 
-Workers publish every event to the run's room through Redis (``worker.live``). A plain room
+Workers publish every event to the run's room through Redis (``core.bus``). A plain room
 broadcast cannot promise a joining viewer "no gap and no duplicate": an event can be both
 in the store when the viewer's replay reads it and in flight on Redis. So this process's
 client manager takes those room messages and hands them to :class:`RunRelay`, which keeps
@@ -16,16 +16,20 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import socketio
+from flask import Flask, request
 
+from core.bus import EVENT_MESSAGE, QUEUE_MESSAGE
+from core.runs import RunService
+from core.settings import Settings
+from core.store import RunStore
 from ml.events import Event
-from worker.live import EVENT_MESSAGE
-from worker.store import RunStore
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[str, Event], None]  # (sid, event)
+Send = Callable[[str, str, dict[str, Any]], None]  # (sid, message name, data)
 
 
 @dataclass
@@ -82,6 +86,13 @@ class RunRelay:
                 if ev["seq"] == viewer.last_seq + 1:
                     self._send_one(viewer, ev)
 
+    def notify(self, run_id: str, message: str, data: dict[str, Any]) -> None:
+        """A message that is not an event (a queue position) to each viewer of the run."""
+        with self._lock:
+            sids = list(self._viewers.get(run_id, {}))
+        for sid in sids:
+            self._send(sid, message, data)
+
     def poll(self) -> None:
         """Send viewers whatever the store has that they have not got (missed live events)."""
         with self._lock:
@@ -103,7 +114,7 @@ class RunRelay:
             self._send_one(viewer, ev)
 
     def _send_one(self, viewer: _Viewer, ev: Event) -> None:
-        self._send(viewer.sid, ev)
+        self._send(viewer.sid, EVENT_MESSAGE, ev)
         viewer.last_seq = ev["seq"]
         if ev["type"] == "run_finished":
             with self._lock:
@@ -113,42 +124,90 @@ class RunRelay:
 
 
 class RelayRedisManager(socketio.RedisManager):
-    """The Redis client manager, with run events routed through a :class:`RunRelay`."""
+    """The Redis client manager, with messages to run rooms routed through a
+    :class:`RunRelay` (viewers are the relay's, not Socket.IO room members)."""
 
     relay: RunRelay | None = None
 
     def _handle_emit(self, message):
         room = message.get("room") or ""
-        if (self.relay is not None and message.get("event") == EVENT_MESSAGE
+        name = message.get("event")
+        if (self.relay is not None and name in (EVENT_MESSAGE, QUEUE_MESSAGE)
                 and isinstance(room, str) and room.startswith("run:")):
             data = message.get("data")
-            ev = data[0] if isinstance(data, list) and data else data
-            if isinstance(ev, dict) and "seq" in ev and "run_id" in ev:
-                try:
-                    self.relay.deliver(ev)
-                except Exception:
-                    log.exception("could not relay event %s/%s", ev.get("run_id"), ev.get("seq"))
+            data = data[0] if isinstance(data, list) and data else data
+            if not isinstance(data, dict) or "run_id" not in data:
                 return
+            try:
+                if name == QUEUE_MESSAGE:
+                    self.relay.notify(data["run_id"], QUEUE_MESSAGE, data)
+                elif "seq" in data:
+                    self.relay.deliver(data)
+            except Exception:
+                log.exception("could not relay %s for run %s", name, data.get("run_id"))
+            return
         super()._handle_emit(message)
 
 
-def start_poller(socketio_server, relay: RunRelay, store: RunStore, *, every_s: float = 2.0,
-                 reap_every_s: float = 15.0, lost_after_s: float = 60.0,
-                 publish: Callable[[Event], None] | None = None) -> None:
-    """Background loop: catch viewers up from the store; mark runs of vanished workers failed."""
+def start_poller(server: Any, relay: RunRelay, service: RunService, *, every_s: float = 2.0,
+                 reap_every_s: float = 15.0) -> None:
+    """Background loop: catch viewers up from the store; fail runs of vanished workers."""
 
     def loop() -> None:
         last_reap = 0.0
         while True:
-            socketio_server.sleep(every_s)
+            server.sleep(every_s)
             try:
                 if time.monotonic() - last_reap >= reap_every_s:
                     last_reap = time.monotonic()
-                    for ev in store.reap_lost(older_than_s=lost_after_s):
-                        if publish is not None:
-                            publish(ev)
+                    service.reap_lost()
                 relay.poll()
             except Exception as exc:  # the store is briefly unreachable: try again next round
                 log.warning("live poll failed: %s", exc)
 
-    socketio_server.start_background_task(loop)
+    server.start_background_task(loop)
+
+
+def init_app(app: Flask, server: Any, service: RunService, settings: Settings, *,
+             start_background: bool = True) -> RunRelay:
+    """Wire the Socket.IO server to Redis and the relay, and register its handlers."""
+    manager = RelayRedisManager(settings.redis_url, channel=settings.socketio_channel)
+    server.init_app(app, async_mode="threading", client_manager=manager,
+                    cors_allowed_origins=[])
+    relay = RunRelay(service.store, lambda sid, name, data: server.emit(
+        name, data, to=sid, ignore_queue=True))
+    manager.relay = relay
+    app.extensions["lab_relay"] = relay
+    _register_handlers(server, service, relay)
+    if start_background:
+        start_poller(server, relay, service,
+                     reap_every_s=min(15.0, settings.lost_after_s / 2))
+    return relay
+
+
+def _register_handlers(server: Any, service: RunService, relay: RunRelay) -> None:
+    @server.on("join")
+    def on_join(data: Any = None):
+        """``join`` {run_id, after?}: stored events after ``after``, then live ones."""
+        if not isinstance(data, dict) or not isinstance(data.get("run_id"), str):
+            return {"ok": False, "error": 'send {"run_id": "..."} to watch a run'}
+        after = data.get("after", 0)
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            return {"ok": False, "error": "after must be a sequence number (0 or more)"}
+        run_id = data["run_id"]
+        run = service.store.get_run(run_id)
+        if run is None:
+            return {"ok": False, "error": f"there is no run {run_id!r}"}
+        last = relay.join(request.sid, run_id, after)
+        return {"ok": True, "run_id": run_id, "last_seq": last,
+                "queue_position": run["queue_position"]}
+
+    @server.on("leave")
+    def on_leave(data: Any = None):
+        run_id = data.get("run_id") if isinstance(data, dict) else None
+        relay.leave(request.sid, run_id if isinstance(run_id, str) else None)
+        return {"ok": True}
+
+    @server.on("disconnect")
+    def on_disconnect(*_args):
+        relay.leave(request.sid)

@@ -1,4 +1,5 @@
-"""Predict tab and ``POST /api/predict``: cat or dog, with confidence and a Grad-CAM overlay.
+"""Predict tab, and the predictions ``POST /api/predict`` answers: cat or dog, with
+confidence and a Grad-CAM overlay, from the surest model unless one is picked.
 
 TensorFlow is imported here only when the first photo arrives, never at start-up.
 """
@@ -12,12 +13,13 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify, render_template, request
-from werkzeug.exceptions import RequestEntityTooLarge
+from flask import Blueprint, current_app, render_template
+from werkzeug.datastructures import FileStorage
 
+from core.store import RunStore
+from dashboard.helpers import run_service
 from dashboard.runs import model_file
 from ml.errors import ImageError, LabError
-from worker.store import RunStore
 
 log = logging.getLogger(__name__)
 
@@ -87,39 +89,20 @@ def display_name(filename: str | None) -> str:
     return name or "photo"
 
 
-def _error(status: int, message: str, **extra: Any):
-    return jsonify({"error": message, **extra}), status
-
-
 @bp.get("/predict")
 def index():
-    runs = usable_runs(current_app.extensions["lab_store"])
+    """The Predict tab: drop photos, pick a model."""
+    runs = usable_runs(run_service().store)
     return render_template("predict.html", tab="predict", runs=runs, max_files=MAX_FILES,
                            max_mb=current_app.config["MAX_CONTENT_LENGTH"] // 2**20)
 
 
-@bp.post("/api/predict")
-def predict_api():
-    store: RunStore = current_app.extensions["lab_store"]
-    files = [f for key in ("photos", "photo", "file") for f in request.files.getlist(key)]
-    if not files:
-        return _error(400, "send one or more photos as multipart form field 'photos'")
-    if len(files) > MAX_FILES:
-        return _error(413, f"at most {MAX_FILES} photos at a time, got {len(files)}")
-    runs = usable_runs(store)
-    wanted = request.form.get("model") or request.args.get("model")
-    if wanted:
-        run = next((r for r in runs if r["id"] == wanted), None)
-        if run is None:
-            return _error(404, f"there is no finished run {wanted[:40]!r} with a saved model")
-    elif runs:
-        run = runs[0]
-    else:
-        return _error(409, "there is no trained model yet: train one in the Train tab first")
+def answer(run: dict[str, Any], files: list[FileStorage]) -> tuple[dict[str, Any], int]:
+    """Each photo's prediction by the run's model, and the status the answer deserves."""
     try:
         loaded = _loaded(run)
     except LabError as exc:
-        return _error(500, str(exc))
+        return {"error": str(exc)}, 500
 
     from ml.predict import explain_bytes
 
@@ -139,25 +122,15 @@ def predict_api():
             "width": out["size"][0], "height": out["size"][1], "notes": out["notes"],
             "heatmap": "data:image/png;base64," + base64.b64encode(out["overlay_png"]).decode(),
         })
-    body = {"model": {"run_id": run["id"], "recipe": run["config"]["recipe"],
-                      "image_size": loaded.image_size,
-                      "best_val_accuracy": run["best_val_accuracy"]},
-            "results": results}
+    body: dict[str, Any] = {
+        "model": {"run_id": run["id"], "recipe": run["config"]["recipe"],
+                  "image_size": loaded.image_size,
+                  "best_val_accuracy": run["best_val_accuracy"]},
+        "results": results}
     if any("error" not in r for r in results):
-        return jsonify(body), 200
+        return body, 200
     # Every photo was refused: one shared reason gives its own status (415, 413...).
     statuses = {r["status"] for r in results}
-    status = statuses.pop() if len(statuses) == 1 else 422
     body["error"] = results[0]["error"] if len(results) == 1 else \
         "none of these photos could be read: see each one's message"
-    return jsonify(body), status
-
-
-@bp.app_errorhandler(RequestEntityTooLarge)
-def _too_large(exc: RequestEntityTooLarge):
-    limit = current_app.config["MAX_CONTENT_LENGTH"] // 2**20
-    message = f"the upload is too large: at most {limit} MB per request"
-    if request.path.startswith("/api/"):
-        return _error(413, message)
-    return render_template("error.html", tab="", heading="Upload too large",
-                           message=message[0].upper() + message[1:] + "."), 413
+    return body, statuses.pop() if len(statuses) == 1 else 422

@@ -6,11 +6,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, abort, current_app, render_template, request, send_file
+from flask import Blueprint, abort, render_template, request, send_file
 
+from core.store import RunStore
 from dashboard import access
+from dashboard.helpers import lab_settings, run_service
+from dashboard.paths import file_inside, photo_rel
 from ml.recipes import RECIPES
-from worker.store import RunStore
 
 bp = Blueprint("runs", __name__)
 
@@ -18,18 +20,12 @@ MAX_OVERLAY = 8
 
 
 def _store() -> RunStore:
-    return current_app.extensions["lab_store"]
+    return run_service().store
 
 
 def model_file(run: dict[str, Any]) -> Path | None:
     """The run's saved model, only if it lies inside the models folder."""
-    if not run.get("model_path"):
-        return None
-    root = os.path.realpath(current_app.config["LAB_SETTINGS"].models_dir)
-    path = os.path.realpath(os.path.join(root, run["model_path"]))
-    if os.path.commonpath([root, path]) != root or not os.path.isfile(path):
-        return None
-    return Path(path)
+    return file_inside(lab_settings().models_dir, run.get("model_path") or "")
 
 
 def _misclassified(run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -38,8 +34,6 @@ def _misclassified(run: dict[str, Any]) -> list[dict[str, Any]]:
     wrong = (summary.get("validation") or {}).get("misclassified", [])
     if not wrong:
         return []
-    from dashboard.dataset import photo_rel
-
     found = []
     for item in wrong:
         rel = photo_rel(item["image_path"], summary.get("data_dir"))
@@ -85,29 +79,3 @@ def compare():
     if not runs:
         abort(404, "Tick one or more runs in the Runs tab to overlay their curves.")
     return render_template("compare.html", tab="runs", runs=runs)
-
-
-@bp.app_template_filter("duration")
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {seconds:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
-
-
-@bp.app_template_filter("pct")
-def pct(value: float | None, digits: int = 1) -> str:
-    return "–" if value is None else f"{100 * value:.{digits}f} %"
-
-
-@bp.app_template_filter("when")
-def when(ts: float | None) -> str:
-    import time
-
-    return "–" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))

@@ -7,8 +7,10 @@ from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
+from core.runs import QueueDown
 from dashboard import access
-from dashboard.api import REDIS_DOWN, QueueDown, launch
+from dashboard.api import REDIS_DOWN, launch
+from dashboard.helpers import sentence
 from ml.config import BOUNDS, CHOICES, RECIPE_DEFAULTS, TrainConfig, parse_config
 from ml.errors import ConfigError
 from ml.recipes import RECIPES
@@ -118,7 +120,7 @@ def submit():
             return _render(typed, {"passcode": "enter the lab passcode" if exc.status == 401
                                    else "that is not the lab passcode"},
                            "Starting a run needs the lab passcode.")
-        return _render(typed, notice=exc.message[0].upper() + exc.message[1:] + ".")
+        return _render(typed, notice=sentence(exc.message))
     except QueueDown:
-        return _render(data, notice=REDIS_DOWN[0].upper() + REDIS_DOWN[1:] + ".", status=503)
+        return _render(data, notice=sentence(REDIS_DOWN), status=503)
     return redirect(url_for("runs.detail", run_id=run["id"]))

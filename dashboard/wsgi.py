@@ -7,7 +7,7 @@ training workers. Do not use ``--preload``: ``create_app`` starts background thr
 live relay and the store poller), and threads do not survive gunicorn's fork.
 
 Configuration comes from the environment (``REDIS_URL``, ``DATABASE_URL``, ``LAB_DATA_DIR``,
-``LAB_MODELS_DIR``...; see ``worker/settings.py``). Like the rest of the web process, this
+``LAB_MODELS_DIR``...; see ``core/settings.py``). Like the rest of the web process, this
 never imports TensorFlow at start-up. ``python -m dashboard`` runs the same app locally.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 
-from dashboard import create_app
+from dashboard.app import create_app
 
 # gunicorn logs its own lines; this sends the app's log records to the same stderr.
 logging.basicConfig(level=os.environ.get("LAB_LOG_LEVEL", "INFO").upper(),

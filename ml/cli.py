@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ml.errors import LabError
+from ml.model_io import MODEL_FILE
 from ml.tf_env import import_tensorflow_quietly
 
 log = logging.getLogger("ml")
@@ -109,7 +110,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(summary)
     else:
-        print(f"saved {Path(args.out) / 'model.keras'}: best validation accuracy "
+        print(f"saved {Path(args.out) / MODEL_FILE}: best validation accuracy "
               f"{metrics['best_val_accuracy']:.4f} at epoch {metrics['best_epoch']} "
               f"({metrics['train_seconds']:.0f} s, {summary['status']})")
     return 0

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ml import formats
 from ml.errors import DatasetError
 
 log = logging.getLogger(__name__)
@@ -29,19 +30,6 @@ log = logging.getLogger(__name__)
 CLASS_NAMES = ("dog", "cat")  # index = label: 0 = dog, 1 = cat
 LABELS = {name: i for i, name in enumerate(CLASS_NAMES)}
 
-# Formats tf.io.decode_image decodes; anything else is reported, not trained on.
-_MAGIC = (
-    (b"\xff\xd8\xff", "JPEG"),
-    (b"\x89PNG\r\n\x1a\n", "PNG"),
-    (b"GIF87a", "GIF"),
-    (b"GIF89a", "GIF"),
-    (b"BM", "BMP"),
-)
-_OTHER_IMAGE_MAGIC = (
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
-    (b"RIFF", "WEBP"),  # checked further below
-)
 _FLAT_NAME = re.compile(r"^(cat|dog)s?[._\- ]", re.IGNORECASE)
 _FOLDER_NAMES = {"cat": "cat", "cats": "cat", "dog": "dog", "dogs": "dog"}
 _TAIL_BYTES = 4096
@@ -99,12 +87,11 @@ def sniff(path: Path) -> tuple[str | None, str | None, int]:
             tail = fh.read()
     except OSError as exc:
         return None, f"unreadable: {exc.strerror or exc}", 0
-    fmt = next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+    fmt = formats.sniff(head)
     if fmt is None:
-        for magic, other in _OTHER_IMAGE_MAGIC:
-            if head.startswith(magic) and (other != "WEBP" or head[8:12] == b"WEBP"):
-                return None, f"unsupported format: {other} (convert it to JPEG or PNG)", size
         return None, "not an image: its bytes are not JPEG, PNG, GIF or BMP", size
+    if fmt not in formats.DECODABLE:  # an image, but not one the training pipeline can decode
+        return None, f"unsupported format: {fmt} (convert it to JPEG or PNG)", size
     if fmt == "JPEG" and b"\xff\xd9" not in tail:
         return None, "corrupt: truncated JPEG (no end-of-image marker)", size
     if fmt == "PNG" and b"IEND" not in tail:

@@ -1,15 +1,20 @@
-"""The one written-down schema of training events.
+"""The one written-down schema of training events, and one builder per event type.
 
 Every event is a plain JSON-serialisable dict ``{"run_id", "seq", "type", "ts", ...}``.
 ``seq`` counts from 1 within a run with no gaps, so a viewer can replay stored events and
 then continue with live ones without duplicates. ``ts`` is Unix time in seconds.
 
+Events are made in two steps, so that exactly one place numbers them: a builder below
+returns the *body* (``type`` and its fields), and whoever records the run stamps it with
+``run_id``, ``seq`` and ``ts`` (:func:`stamp`): :class:`LocalLog` in-process for the command
+line and tests, the run store (``core.store``) in the lab. No other code builds an event.
+
 Types and their fields (beyond the four common ones):
 
 - ``run_queued``     config
-- ``run_started``    config, epochs, steps_per_epoch, train_count, val_count, recipe, image_size,
-                     learning_rate, schedule, label_smoothing, weight_decay, precision ("float32" |
-                     "bfloat16", what "auto" resolved to on the worker)
+- ``run_started``    config, epochs, steps_per_epoch, train_count, val_count, skipped_count,
+                     recipe, image_size, learning_rate, schedule, label_smoothing,
+                     weight_decay, precision ("float32" | "bfloat16", what "auto" resolved to)
 - ``batch``          epoch (1-based), step (1-based), steps, loss, accuracy, lr, images_per_s,
                      aggregation="running_mean" (Keras reports batch metrics as running means
                      over the epoch so far, not the loss of that one batch). Throttled: at most
@@ -22,7 +27,8 @@ Types and their fields (beyond the four common ones):
 - ``early_stopped``  epoch, best_epoch
 - ``checkpoint``     epoch, val_accuracy
 - ``run_finished``   status ("succeeded" | "cancelled" | "failed"), best_val_accuracy,
-                     best_epoch, model_id, error (None unless failed)
+                     best_epoch, model_id, error (None unless failed, or a cancelled run's
+                     reason)
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ from collections.abc import Callable
 from typing import Any
 
 Event = dict[str, Any]
+Body = dict[str, Any]  # an event before it is stamped: "type" and the type's fields
 EventHandler = Callable[[Event], None]
+# Records one event body for a run and returns it stamped (see LocalLog, core.store).
+EventSink = Callable[[Body], Event]
 
 EVENT_TYPES = (
     "run_queued",
@@ -64,8 +73,86 @@ def _plain(value: Any) -> Any:
     return value
 
 
-class EventEmitter:
-    """Stamps events with run id, sequence number and time, and hands them to a handler."""
+def _body(type_: str, **fields: Any) -> Body:
+    return {"type": type_, **_plain(fields)}
+
+
+# -- one builder per type -------------------------------------------------------------------
+
+
+def run_queued(config: dict[str, Any]) -> Body:
+    """A run was stored and put on the queue."""
+    return _body("run_queued", config=config)
+
+
+def run_started(*, config: dict[str, Any], recipe: str, image_size: int,
+                learning_rate: float, epochs: int, steps_per_epoch: int, train_count: int,
+                val_count: int, skipped_count: int, schedule: str, label_smoothing: float,
+                weight_decay: float, precision: str) -> Body:
+    """Training began: what it trains on and how."""
+    return _body("run_started", config=config, recipe=recipe, image_size=image_size,
+                 learning_rate=learning_rate, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                 train_count=train_count, val_count=val_count, skipped_count=skipped_count,
+                 schedule=schedule, label_smoothing=label_smoothing,
+                 weight_decay=weight_decay, precision=precision)
+
+
+def batch(*, epoch: int, step: int, steps: int, loss: float | None, accuracy: float | None,
+          lr: float, images_per_s: float) -> Body:
+    """One (throttled) training step, with Keras's running means over the epoch so far."""
+    return _body("batch", epoch=epoch, step=step, steps=steps, loss=loss, accuracy=accuracy,
+                 lr=lr, images_per_s=images_per_s, aggregation="running_mean")
+
+
+def epoch(*, epoch: int, loss: float | None, accuracy: float | None, val_loss: float | None,
+          val_accuracy: float | None, lr: float, seconds: float, images_per_s: float,
+          partial: bool = False) -> Body:
+    """One finished epoch, with its validation pass."""
+    return _body("epoch", epoch=epoch, loss=loss, accuracy=accuracy, val_loss=val_loss,
+                 val_accuracy=val_accuracy, lr=lr, seconds=seconds, images_per_s=images_per_s,
+                 partial=partial)
+
+
+def lr_reduced(*, epoch: int, old_lr: float, new_lr: float) -> Body:
+    """Reduce-on-plateau cut the learning rate."""
+    return _body("lr_reduced", epoch=epoch, old_lr=old_lr, new_lr=new_lr)
+
+
+def early_stopped(*, epoch: int, best_epoch: int | None) -> Body:
+    """Early stopping ended the run."""
+    return _body("early_stopped", epoch=epoch, best_epoch=best_epoch)
+
+
+def checkpoint(*, epoch: int, val_accuracy: float) -> Body:
+    """A new best epoch was saved."""
+    return _body("checkpoint", epoch=epoch, val_accuracy=val_accuracy)
+
+
+def run_finished(status: str, *, best_val_accuracy: float | None = None,
+                 best_epoch: int | None = None, model_id: str | None = None,
+                 error: str | None = None) -> Body:
+    """The run ended; always its last event."""
+    if status not in RUN_STATUSES:
+        raise ValueError(f"not a finished status: {status!r}")
+    return _body("run_finished", status=status, best_val_accuracy=best_val_accuracy,
+                 best_epoch=best_epoch, model_id=model_id, error=error)
+
+
+# -- stamping -------------------------------------------------------------------------------
+
+
+def stamp(body: Body, run_id: str, seq: int, ts: float | None = None) -> Event:
+    """The stored and sent form of an event body: run id, sequence number and time first."""
+    if body.get("type") not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {body.get('type')!r}")
+    rest = {k: v for k, v in body.items() if k != "type"}
+    return {"run_id": run_id, "seq": int(seq), "type": body["type"],
+            "ts": time.time() if ts is None else ts, **rest}
+
+
+class LocalLog:
+    """An event sink that numbers one run's events in this process and hands each to a
+    handler: for the command line, benchmarks and tests (the lab numbers them in its store)."""
 
     def __init__(self, run_id: str, on_event: EventHandler | None = None, start_seq: int = 0):
         self.run_id = run_id
@@ -73,14 +160,9 @@ class EventEmitter:
         self._seq = itertools.count(start_seq + 1)
         self._lock = threading.Lock()
 
-    def emit(self, type_: str, **fields: Any) -> Event:
-        """Build one event and pass it on; returns the event."""
-        if type_ not in EVENT_TYPES:
-            raise ValueError(f"unknown event type {type_!r}")
+    def __call__(self, body: Body) -> Event:
         with self._lock:
-            event: Event = {"run_id": self.run_id, "seq": next(self._seq), "type": type_,
-                            "ts": time.time()}
-            event.update(_plain(fields))
+            ev = stamp(body, self.run_id, next(self._seq))
             if self._on_event is not None:
-                self._on_event(event)
-        return event
+                self._on_event(ev)
+        return ev

@@ -10,6 +10,9 @@ from typing import Any
 
 from ml.errors import ModelError
 
+MODEL_FILE = "model.keras"  # the trained model, scaling and augmentation inside it
+CARD_FILE = "card.json"  # what the model is: recipe, image size, classes, metrics, history
+
 
 @dataclass(eq=False)  # identity: a loaded model keys caches (ml.predict)
 class LoadedModel:
@@ -27,7 +30,7 @@ class LoadedModel:
 def read_card(model_path: str | os.PathLike[str]) -> dict[str, Any]:
     """The card beside a model file (or in a model folder); a minimal one if it is missing."""
     path = Path(model_path)
-    card_path = (path if path.is_dir() else path.parent) / "card.json"
+    card_path = (path if path.is_dir() else path.parent) / CARD_FILE
     if card_path.is_file():
         try:
             return json.loads(card_path.read_text())
@@ -40,7 +43,7 @@ def load_model(model_path: str | os.PathLike[str]) -> LoadedModel:
     """Load ``model.keras`` (or a folder holding it); ModelError with one sentence otherwise."""
     path = Path(model_path).expanduser()
     if path.is_dir():
-        path = path / "model.keras"
+        path = path / MODEL_FILE
     if not path.exists():
         raise ModelError(f"model file {path} does not exist")
     card = read_card(path)

@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ml.errors import ImageError
+from ml.formats import sniff
 from ml.model_io import LoadedModel
 
 log = logging.getLogger(__name__)
@@ -38,16 +39,13 @@ _KNOWN = ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a zip archive"),
           (b"\x7fELF", "a program"), (b"MZ", "a program"))
 
 
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")
-
-
 def _not_a_photo(data: bytes) -> ImageError:
     """The error for bytes Pillow cannot identify, saying what they look like if we know."""
     head = data[:64].lstrip()
     if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftyphevc"):
         return ImageError("this is an HEIC photo (iPhone), which this lab cannot read: export "
                           "it as JPEG, or set the camera to 'Most Compatible'", 415)
-    if data.startswith(_IMAGE_MAGIC) or (data[:4] == b"RIFF" and data[8:12] == b"WEBP"):
+    if sniff(data, prefix=4) is not None:  # 4 bytes: a PNG sent as text still starts like one
         return ImageError("the image is corrupt: it starts like a photo but could not be "
                           "decoded", 422)
     kind = next((kind for magic, kind in _KNOWN if head.startswith(magic)), None)

@@ -13,15 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ml import events
 from ml.config import TrainConfig, parse_config
 from ml.data import CLASS_NAMES, require_photos, scan, split_frame, stratified_sample
 from ml.errors import DatasetError
-from ml.events import BATCH_EVENTS_PER_S, EventEmitter, EventHandler
+from ml.events import BATCH_EVENTS_PER_S, EventHandler, EventSink, LocalLog
+from ml.model_io import CARD_FILE, MODEL_FILE
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
-CARD_FILE = "card.json"
 CHECKPOINT_FILE = "best.weights.h5"
 BEST_FILE = "best.json"  # the checkpoint's epoch and score, so a resumed run keeps its best
 MAX_MISCLASSIFIED = 48
@@ -50,7 +50,7 @@ def is_better_epoch(val_accuracy: float, val_loss: float | None,
             and (best_loss is None or val_loss < best_loss - LOSS_TIE_MIN_DELTA))
 
 
-def _make_event_callback(emitter: EventEmitter, *, steps: int, batch_size: int,
+def _make_event_callback(record: EventSink, *, steps: int, batch_size: int,
                          train_count: int, should_stop: Callable[[], bool] | None,
                          checkpoint_path: Path, early_stopping, report_lr_cuts: bool):
     """A Keras callback that turns training progress into events and checks for cancel."""
@@ -84,12 +84,10 @@ def _make_event_callback(emitter: EventEmitter, *, steps: int, batch_size: int,
             if step in (1, steps) or now - self._last_emit >= 1.0 / BATCH_EVENTS_PER_S:
                 self._last_emit = now
                 seen = min(step * batch_size, train_count)
-                emitter.emit(
-                    "batch", epoch=self._epoch_no, step=step, steps=steps,
-                    loss=logs.get("loss"), accuracy=logs.get("accuracy"), lr=_lr(self.model),
-                    images_per_s=seen / max(now - self._t0, 1e-9),
-                    aggregation="running_mean",
-                )
+                record(events.batch(
+                    epoch=self._epoch_no, step=step, steps=steps, loss=logs.get("loss"),
+                    accuracy=logs.get("accuracy"), lr=_lr(self.model),
+                    images_per_s=seen / max(now - self._t0, 1e-9)))
             if should_stop is not None and should_stop():
                 self.cancelled = True
                 self.model.stop_training = True
@@ -110,7 +108,7 @@ def _make_event_callback(emitter: EventEmitter, *, steps: int, batch_size: int,
                 / max(self._train_seconds, 1e-9),
             }
             partial = self.cancelled and self._steps_done < steps
-            emitter.emit("epoch", **row, partial=partial)
+            record(events.epoch(**row, partial=partial))
             self.history.append(row)
             val_acc, val_loss = logs.get("val_accuracy"), logs.get("val_loss")
             if val_acc is not None and is_better_epoch(
@@ -123,15 +121,15 @@ def _make_event_callback(emitter: EventEmitter, *, steps: int, batch_size: int,
                 _write_json(checkpoint_path.with_name(BEST_FILE),
                             {"epoch": epoch_no, "val_accuracy": self.best_val_accuracy,
                              "val_loss": self.best_val_loss})
-                emitter.emit("checkpoint", epoch=epoch_no, val_accuracy=float(val_acc))
+                record(events.checkpoint(epoch=epoch_no, val_accuracy=float(val_acc)))
             new_lr = _lr(self.model)
             # A fixed schedule lowers the rate every step: only plateau cuts are news.
             if report_lr_cuts and new_lr < self._lr_begin * (1 - 1e-6):
-                emitter.emit("lr_reduced", epoch=epoch_no, old_lr=self._lr_begin, new_lr=new_lr)
+                record(events.lr_reduced(epoch=epoch_no, old_lr=self._lr_begin, new_lr=new_lr))
             if early_stopping is not None and early_stopping.stopped_epoch == epoch \
                     and self.model.stop_training and not self.cancelled:
                 self.early_stopped_at = epoch_no
-                emitter.emit("early_stopped", epoch=epoch_no, best_epoch=self.best_epoch)
+                record(events.early_stopped(epoch=epoch_no, best_epoch=self.best_epoch))
 
     return EventCallback()
 
@@ -177,11 +175,12 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLike[str],
           out_dir: str | os.PathLike[str], *, on_event: EventHandler | None = None,
           should_stop: Callable[[], bool] | None = None, run_id: str | None = None,
-          start_seq: int = 0, pretrained: bool = True,
+          sink: EventSink | None = None, pretrained: bool = True,
           resume_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Train a model on a dataset folder and save ``model.keras`` plus ``card.json`` in out_dir.
 
-    Events go to ``on_event`` as they happen (see ``ml.events``); ``should_stop`` is polled
+    Events go to ``on_event`` as they happen, numbered here (see ``ml.events``), or with
+    ``sink`` to a recorder that numbers and stores them itself; ``should_stop`` is polled
     after every batch and ends the run early as ``cancelled``, keeping the best weights so far.
     Always emits ``run_finished``; re-raises the error of a failed run after emitting it.
     With ``resume_dir``, the model and optimizer are backed up there after every epoch and a
@@ -192,24 +191,23 @@ def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLi
     """
     cfg = config if isinstance(config, TrainConfig) else parse_config(config)
     run_id = run_id or uuid.uuid4().hex[:12]
-    emitter = EventEmitter(run_id, on_event, start_seq=start_seq)
+    record = sink or LocalLog(run_id, on_event)
     out = Path(out_dir)
     try:
-        summary = _train(cfg, Path(data_dir), out, emitter, should_stop, run_id, pretrained,
+        summary = _train(cfg, Path(data_dir), out, record, should_stop, run_id, pretrained,
                          resume_dir)
     except BaseException as exc:
         status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
-        emitter.emit("run_finished", status=status, best_val_accuracy=None, best_epoch=None,
-                     model_id=None, error=str(exc) or type(exc).__name__)
+        record(events.run_finished(status, error=str(exc) or type(exc).__name__))
         raise
-    emitter.emit("run_finished", status=summary["status"],
-                 best_val_accuracy=summary["metrics"]["best_val_accuracy"],
-                 best_epoch=summary["metrics"]["best_epoch"], model_id=summary["model_id"],
-                 error=None)
+    record(events.run_finished(summary["status"],
+                               best_val_accuracy=summary["metrics"]["best_val_accuracy"],
+                               best_epoch=summary["metrics"]["best_epoch"],
+                               model_id=summary["model_id"]))
     return summary
 
 
-def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
+def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
            should_stop: Callable[[], bool] | None, run_id: str, pretrained: bool,
            resume_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     from ml.recipes import get_recipe
@@ -243,12 +241,12 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
                    learning_rate_schedule(cfg.schedule, learning_rate, steps * cfg.epochs),
                    precision, pretrained)
 
-    emitter.emit("run_started", config=cfg.to_dict(), recipe=cfg.recipe, image_size=image_size,
-                 learning_rate=learning_rate, epochs=cfg.epochs, steps_per_epoch=steps,
-                 train_count=len(train_df), val_count=len(val_df),
-                 skipped_count=len(result.skipped), schedule=cfg.schedule,
-                 label_smoothing=cfg.label_smoothing, weight_decay=cfg.weight_decay,
-                 precision=precision)
+    record(events.run_started(
+        config=cfg.to_dict(), recipe=cfg.recipe, image_size=image_size,
+        learning_rate=learning_rate, epochs=cfg.epochs, steps_per_epoch=steps,
+        train_count=len(train_df), val_count=len(val_df), skipped_count=len(result.skipped),
+        schedule=cfg.schedule, label_smoothing=cfg.label_smoothing,
+        weight_decay=cfg.weight_decay, precision=precision))
     plateau = cfg.schedule == "plateau"
     callbacks = []
     early_stopping = None
@@ -261,8 +259,8 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
             monitor="val_loss", factor=cfg.lr_factor, patience=cfg.lr_patience, min_lr=1e-9),
             early_stopping]
     checkpoint_path = out / CHECKPOINT_FILE
-    events = _make_event_callback(
-        emitter, steps=steps, batch_size=cfg.batch_size,
+    progress = _make_event_callback(
+        record, steps=steps, batch_size=cfg.batch_size,
         train_count=len(train_df), should_stop=should_stop, checkpoint_path=checkpoint_path,
         early_stopping=early_stopping, report_lr_cuts=plateau)
     if resume_dir is not None:
@@ -270,8 +268,8 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
         best_file = checkpoint_path.with_name(BEST_FILE)
         if Path(resume_dir).is_dir() and best_file.is_file() and checkpoint_path.is_file():
             best = json.loads(best_file.read_text())
-            events.best_epoch, events.best_val_accuracy = best["epoch"], best["val_accuracy"]
-            events.best_val_loss = best.get("val_loss")  # absent in checkpoints from before
+            progress.best_epoch, progress.best_val_accuracy = best["epoch"], best["val_accuracy"]
+            progress.best_val_loss = best.get("val_loss")  # absent in checkpoints from before
     started = time.monotonic()
     # Order matters: the event callback runs last so it sees this epoch's LR reduction and
     # early-stopping decision.
@@ -280,10 +278,10 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
         # warns at the end of every first epoch that the input "ran out of data".
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
         model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
-                  callbacks=[*callbacks, events], verbose=0,
+                  callbacks=[*callbacks, progress], verbose=0,
                   shuffle=False)  # the dataset shuffles itself
     seconds = time.monotonic() - started
-    if events.best_epoch is not None:
+    if progress.best_epoch is not None:
         model.load_weights(checkpoint_path)  # keep the best epoch, not the last
     if precision != "float32":
         # Save a float32 copy: the weights already are float32, and a bfloat16 model would
@@ -299,7 +297,7 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
                                 max_misclassified=MAX_MISCLASSIFIED)
     model_path = out / MODEL_FILE
     model.save(model_path)
-    status = "cancelled" if events.cancelled else "succeeded"
+    status = "cancelled" if progress.cancelled else "succeeded"
     card = {
         "model_id": run_id,
         "status": status,
@@ -314,16 +312,16 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
         "counts": {"train": len(train_df), "val": len(val_df),
                    "skipped": len(result.skipped)},
         "metrics": {
-            "best_val_accuracy": events.best_val_accuracy,
-            "best_epoch": events.best_epoch,
-            "epochs_run": len(events.history),
-            "early_stopped_epoch": events.early_stopped_at,
+            "best_val_accuracy": progress.best_val_accuracy,
+            "best_epoch": progress.best_epoch,
+            "epochs_run": len(progress.history),
+            "early_stopped_epoch": progress.early_stopped_at,
             "train_seconds": seconds,
             # mean training throughput over the epochs (validation time left out)
-            "images_per_s": (sum(h["images_per_s"] for h in events.history)
-                             / len(events.history)) if events.history else None,
+            "images_per_s": (sum(h["images_per_s"] for h in progress.history)
+                             / len(progress.history)) if progress.history else None,
         },
-        "history": events.history,
+        "history": progress.history,
         "validation": validation,
         "model_file": MODEL_FILE,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -331,5 +329,5 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, emitter: EventEmitter,
     }
     _write_json(out / CARD_FILE, card)
     log.debug("saved %s (best val accuracy %s at epoch %s)", model_path,
-             events.best_val_accuracy, events.best_epoch)
+             progress.best_val_accuracy, progress.best_epoch)
     return {k: v for k, v in card.items() if k != "history"}

@@ -10,13 +10,78 @@ from pathlib import Path
 
 import pytest
 
-from ml.synthetic import make_flat_dataset
 from ml.tf_env import import_tensorflow_quietly
+from tests.fixtures.synthetic import make_flat_dataset
 
 import_tensorflow_quietly()  # keeps TensorFlow's C++ banners out of the test log
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_TRAIN = ROOT.parent / "shared" / "data" / "dogs-vs-cats" / "train"
+
+
+# -- fast fixtures, the flaskr way: an app of its own for each test, nothing started --------
+
+
+@pytest.fixture
+def lab_settings(tmp_path):
+    """Settings over a fresh SQLite store; nothing listens at the Redis URL."""
+    from core.settings import load_settings
+
+    return load_settings({
+        "REDIS_URL": "redis://127.0.0.1:9/0",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'lab.sqlite3'}",
+        "LAB_DATA_DIR": str(tmp_path / "data"),
+        "LAB_MODELS_DIR": str(tmp_path / "models"),
+        "LAB_STATE_DIR": str(tmp_path / "state"),
+    })
+
+
+@pytest.fixture
+def app(lab_settings):
+    """The web app without its background poller."""
+    from dashboard.app import create_app
+
+    return create_app(lab_settings, start_background=False)
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class RecordingBus:
+    """Collects what the runs service announces (a unit test's stand-in for Redis)."""
+
+    def __init__(self):
+        self.events: list[dict] = []
+        self.queues: list[dict] = []
+
+    def publish(self, ev: dict) -> None:
+        self.events.append(ev)
+
+    def publish_queue(self, positions: dict) -> None:
+        self.queues.append(dict(positions))
+
+
+@pytest.fixture
+def bus() -> RecordingBus:
+    return RecordingBus()
+
+
+@pytest.fixture
+def service(lab_settings, bus):
+    """A runs service over a fresh store; its queue only counts the tasks sent."""
+    from core.runs import RunService
+    from core.store import RunStore
+
+    sent: list[int] = []
+    svc = RunService(RunStore(lab_settings.database_url), models_dir=lab_settings.models_dir,
+                     bus=bus, enqueue=lambda: sent.append(1), lost_after_s=60)
+    svc.tasks_sent = sent
+    return svc
+
+
+# -- the real stack and its data ----------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -62,7 +127,7 @@ PASSCODE = "tabby-42"
 @pytest.fixture(scope="session")
 def hostile_dataset(tiny_dataset, tmp_path_factory) -> Path:
     """The tiny dataset plus a photo and a non-photo whose names are markup."""
-    from ml.synthetic import photo_bytes
+    from tests.fixtures.synthetic import photo_bytes
 
     folder = tmp_path_factory.mktemp("hostile") / "train"
     shutil.copytree(tiny_dataset, folder)

@@ -11,7 +11,7 @@ import requests
 import socketio
 from engineio import payload
 
-from worker import stack
+from launcher import processes as stack
 
 # python-engineio's client refuses polling responses of more than 16 packets, which a replay
 # easily is; browsers' socket.io-client has no such cap, so the test client should not either.
@@ -156,10 +156,12 @@ class Viewer:
         self.url = url
         self.run_id = run_id
         self.events: list[dict[str, Any]] = []
+        self.positions: list[int | None] = []  # queue_position messages, as they came
         self.finished = threading.Event()
         self._lock = threading.Lock()
         self.client = socketio.Client(reconnection=False)
         self.client.on("run_event", self._on_event)
+        self.client.on("queue_position", self._on_position)
         self.transport = transport
         self.join_reply = None
         self.connect(after)
@@ -169,6 +171,20 @@ class Viewer:
             self.events.append(ev)
         if ev["type"] == "run_finished":
             self.finished.set()
+
+    def _on_position(self, data: dict[str, Any]) -> None:
+        if data.get("run_id") == self.run_id:
+            with self._lock:
+                self.positions.append(data["queue_position"])
+
+    def wait_position(self, wanted: int | None, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self.positions and self.positions[-1] == wanted:
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"viewer got positions {self.positions}, never ending at {wanted}")
 
     def connect(self, after: int = 0) -> None:
         self.client.connect(self.url, transports=[self.transport], wait_timeout=20)
@@ -184,6 +200,7 @@ class Viewer:
         """A new connection that asks for what came after the last event it has."""
         self.client = socketio.Client(reconnection=False)
         self.client.on("run_event", self._on_event)
+        self.client.on("queue_position", self._on_position)
         self.connect(after=self.last_seq)
 
     @property

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ml.synthetic import photo_bytes
+from tests.fixtures.synthetic import photo_bytes
 from tests.lab_stack import ENDLESS, TINY
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "screenshots"

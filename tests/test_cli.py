@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from ml.synthetic import make_flat_dataset, photo_bytes
 from tests.conftest import run_cli
+from tests.fixtures.synthetic import make_flat_dataset, photo_bytes
 
 
 def assert_clean_error(proc, *needles: str) -> None:

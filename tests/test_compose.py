@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 import pytest
 import yaml
 
-from worker.settings import Settings, load_settings
+from core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -232,7 +232,7 @@ def test_environment_uses_the_settings_variables(services, name):
 
 
 def test_every_lab_variable_is_one_the_code_reads(services):
-    source = "\n".join(p.read_text() for pkg in ("ml", "worker", "dashboard")
+    source = "\n".join(p.read_text() for pkg in ("ml", "core", "worker", "dashboard")
                        for p in (ROOT / pkg).rglob("*.py"))
     for name in LAB_SERVICES:
         for key in environment(services[name]):
@@ -334,7 +334,7 @@ def test_dockerfile_defaults_to_cpu_and_runs_from_source():
     assert "PYTHONUNBUFFERED=1" in env
     users = [text for ins, text in stage if ins == "USER"]
     assert users and users[-1] not in ("root", "0"), "the image must not run as root"
-    # The code and node_modules sit side by side as in a checkout: worker/settings.py's ROOT
+    # The code and node_modules sit side by side as in a checkout: core/settings.py's ROOT
     # is the folder above worker/, and the app serves ROOT/node_modules/socket.io-client.
     workdir = PurePosixPath("/")
     copied = set()
@@ -344,7 +344,8 @@ def test_dockerfile_defaults_to_cpu_and_runs_from_source():
         elif ins == "COPY":
             words = [w for w in text.split() if not w.startswith("--")]
             copied.add(workdir / words[-1])
-    for part in ("ml", "worker", "dashboard", "templates", "static", "node_modules"):
+    for part in ("ml", "core", "worker", "dashboard", "launcher", "templates", "static",
+                 "node_modules"):
         assert workdir / part in copied, f"{part} is not copied into {workdir}"
     node_copy = [text for ins, text in stage if ins == "COPY" and "node_modules" in text]
     assert node_copy and "--from=" in node_copy[0]

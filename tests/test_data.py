@@ -8,8 +8,8 @@ import pytest
 
 from ml.data import label_for, scan, split_frame, stratified_sample
 from ml.errors import DatasetError
-from ml.synthetic import make_flat_dataset, photo_bytes
 from tests.conftest import run_cli
+from tests.fixtures.synthetic import make_flat_dataset, photo_bytes
 
 
 def test_flat_layout_labels_dog_0_cat_1(tmp_path):

@@ -15,11 +15,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import dashboard.dataset as dataset_tab
-from dashboard import create_app
+import dashboard.scan_cache as scan_cache
+from core.settings import load_settings
+from dashboard import paths
+from dashboard.app import create_app
 from ml.data import ScanResult
-from ml.synthetic import make_flat_dataset, photo_bytes
-from worker.settings import load_settings
+from tests.fixtures.synthetic import make_flat_dataset, photo_bytes
 
 SCRIPT_NAME = "cat.<script>alert(1)<.jpg"  # legal on Linux: only "/" and NUL are not
 BAD_SKIPPED_NAME = "dog.<img src=x onerror=alert(2)>.jpg"
@@ -290,9 +291,9 @@ def test_absolute_paths_are_refused(guarded):
     assert client.get("/photos/cat.0.jpg").status_code == 200
     # Werkzeug already turns "//" into "/": the route's own check must refuse them too.
     root = os.path.realpath(data)
-    assert dataset_tab._resolve(root, str(secret)) is None
-    assert dataset_tab._resolve(root, "/etc/passwd") is None
-    assert dataset_tab._resolve(root, "cat.0.jpg") == os.path.join(root, "cat.0.jpg")
+    assert paths.resolve(root, str(secret)) is None
+    assert paths.resolve(root, "/etc/passwd") is None
+    assert paths.resolve(root, "cat.0.jpg") == os.path.join(root, "cat.0.jpg")
 
 
 def test_links_outside_are_listed_but_not_linked(guarded):
@@ -305,7 +306,7 @@ def test_links_outside_are_listed_but_not_linked(guarded):
 def test_photo_rel_maps_training_paths_onto_this_folder(guarded, tmp_path):
     data, secret, client = guarded
     with client.application.app_context():
-        rel = dataset_tab.photo_rel
+        rel = paths.photo_rel
         assert rel(str(data / "cat.1.jpg")) == "cat.1.jpg"
         assert rel(str(data / "cat.1.jpg"), str(data)) == "cat.1.jpg"
         # A worker that mounted the dataset elsewhere.
@@ -324,11 +325,11 @@ def test_photo_rel_handles_class_folders(tmp_path):
     (data / "Cat" / "1.jpg").write_bytes(photo_bytes("cat"))
     app, _ = make_client(tmp_path, data)
     with app.app_context():
-        assert dataset_tab.photo_rel("/w/PetImages/Cat/1.jpg", "/w/PetImages") == "Cat/1.jpg"
+        assert paths.photo_rel("/w/PetImages/Cat/1.jpg", "/w/PetImages") == "Cat/1.jpg"
     with app.test_request_context():
         from flask import url_for
 
-        assert url_for("dataset.thumb", rel="Cat/1.jpg") == "/photos/thumb/Cat/1.jpg"
+        assert url_for("photos.thumb", rel="Cat/1.jpg") == "/photos/thumb/Cat/1.jpg"
 
 
 # ------------------------------------------------------------------------- no dataset
@@ -390,13 +391,13 @@ def test_an_old_scan_is_refreshed_in_the_background(tmp_path, monkeypatch):
     _, client = make_client(tmp_path, data)
     get_page(client)
     key = os.path.realpath(data)
-    first = dataset_tab._cache[key]
-    monkeypatch.setattr(dataset_tab, "RESCAN_AFTER_S", 0.0)
+    first = scan_cache._cache[key]
+    monkeypatch.setattr(scan_cache, "RESCAN_AFTER_S", 0.0)
     assert 'data-dogs="2"' in get_page(client)  # the old scan answers at once...
     deadline = time.monotonic() + 30
-    while dataset_tab._cache.get(key) is first and time.monotonic() < deadline:
+    while scan_cache._cache.get(key) is first and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert dataset_tab._cache[key] is not first  # ...while a new one is made behind it
+    assert scan_cache._cache[key] is not first  # ...while a new one is made behind it
 
 
 def test_a_big_frame_is_paged_from_the_cache(tmp_path, monkeypatch):
@@ -419,7 +420,7 @@ def test_a_big_frame_is_paged_from_the_cache(tmp_path, monkeypatch):
         return ScanResult(root=Path(root), images=images,
                           skipped=pd.DataFrame(columns=["image_path", "reason"]))
 
-    monkeypatch.setattr(dataset_tab, "scan", fake_scan)
+    monkeypatch.setattr(scan_cache, "scan", fake_scan)
     _, client = make_client(tmp_path, data)
     page = get_page(client, "?sort=bytes&order=desc&per_page=200&page=3")
     assert "Page <b>3</b> of 125" in page and "rows 401–600 of 25,000" in page

@@ -10,11 +10,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from launcher.processes import free_port
 from ml.errors import DownloadError
 from ml.fetch import download_dataset
-from ml.synthetic import photo_bytes
 from tests.conftest import run_cli
-from worker.stack import free_port
+from tests.fixtures.synthetic import photo_bytes
 
 
 def petimages_zip(per_class: int = 5, extra: dict[str, bytes] | None = None) -> bytes:

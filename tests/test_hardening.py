@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import requests
 
-from ml.hostile import named_cases, random_upload
-from ml.synthetic import photo_bytes
 from tests.conftest import HOSTILE_NAME, PASSCODE
+from tests.fixtures.hostile import named_cases, random_upload
+from tests.fixtures.synthetic import photo_bytes
 from tests.lab_stack import ENDLESS, TINY, Viewer
 
 # A run that lasts long enough to be cancelled, watched through an outage, or capped.

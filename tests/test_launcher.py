@@ -10,9 +10,9 @@ import time
 
 import requests
 
+from launcher import processes as stack
 from tests.conftest import ROOT
 from tests.lab_stack import TINY
-from worker import stack
 
 
 def _start(tmp_path, name: str, dataset, **env) -> tuple[subprocess.Popen, dict]:
@@ -21,7 +21,7 @@ def _start(tmp_path, name: str, dataset, **env) -> tuple[subprocess.Popen, dict]
             **env}
     full.pop("DATABASE_URL", None)
     log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - the child keeps it
-    proc = subprocess.Popen([sys.executable, "-m", "worker.launcher"], cwd=ROOT, env=full,
+    proc = subprocess.Popen([sys.executable, "-m", "launcher"], cwd=ROOT, env=full,
                             stdout=log, stderr=subprocess.STDOUT)
     return proc, full
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -203,6 +205,55 @@ def test_killed_worker_leaves_run_failed_and_next_run_succeeds(idle_lab):
     next_id = idle_lab.launch({**TINY, "epochs": 1})
     assert idle_lab.wait_status(next_id, ("succeeded", "failed"))["status"] == "succeeded"
     assert idle_lab.run(run_id)["status"] == "failed"  # the lost run is not retried
+
+
+def test_a_run_reaped_while_its_worker_still_trains_stays_reaped_and_the_worker_stops(
+        idle_lab):
+    run_id = idle_lab.launch(ENDLESS)
+    viewer = Viewer(idle_lab.url, run_id)
+    viewer.wait_for("epoch")
+    # The worker freezes (a swapping laptop, a stopped VM): no heartbeat for longer than
+    # LAB_RUN_LOST_AFTER_S (6 s here), so the web process reaps the run as lost...
+    os.killpg(idle_lab.worker.pid, signal.SIGSTOP)
+    try:
+        run = idle_lab.wait_status(run_id, "failed", timeout=60)
+    finally:
+        os.killpg(idle_lab.worker.pid, signal.SIGCONT)  # ...then it wakes and trains on
+    assert "worker lost" in run["error"]
+    events = viewer.wait_finished(timeout=30)
+    viewer.disconnect()
+    _assert_complete(events)
+    assert events[-1]["status"] == "failed"
+    # The worker learns at its next event that the run is no longer its own and stops,
+    # with one sentence; the run keeps the status the reaper gave it.
+    deadline = time.monotonic() + 60
+    while "no longer this worker's" not in idle_lab.worker.log_text():
+        assert time.monotonic() < deadline, idle_lab.logs()
+        time.sleep(0.2)
+    time.sleep(2)  # time for anything further it might (wrongly) write
+    assert idle_lab.run(run_id)["status"] == "failed"
+    assert idle_lab.events(run_id) == events
+    log = idle_lab.worker.log_text() + idle_lab.web.log_text()
+    assert "IntegrityError" not in log and "Traceback" not in idle_lab.worker.log_text()
+    # ...and is free for the next run.
+    next_id = idle_lab.launch({**TINY, "epochs": 1})
+    assert idle_lab.wait_status(next_id, ("succeeded", "failed"))["status"] == "succeeded"
+
+
+def test_queue_positions_are_pushed_as_the_queue_moves(idle_lab):
+    running = idle_lab.launch(ENDLESS)
+    idle_lab.wait_event(running, "batch")
+    first = idle_lab.launch({**TINY, "epochs": 1})
+    second = idle_lab.launch({**TINY, "epochs": 1})
+    watcher = Viewer(idle_lab.url, second)
+    assert watcher.join_reply["queue_position"] == 2
+    idle_lab.post(f"/api/runs/{first}/cancel")
+    watcher.wait_position(1)  # pushed, not asked for
+    idle_lab.post(f"/api/runs/{running}/cancel")
+    watcher.wait_position(None)  # it left the queue: the worker took it
+    watcher.wait_finished(timeout=120)
+    watcher.disconnect()
+    assert idle_lab.run(second)["status"] == "succeeded"
 
 
 def test_restarted_worker_marks_its_lost_run_at_once(idle_lab):

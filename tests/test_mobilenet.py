@@ -15,9 +15,9 @@ from ml.errors import WeightsDownloadError
 from ml.model_io import load_model
 from ml.predict import explain_bytes
 from ml.recipes import mobilenet_weights_file
-from ml.synthetic import photo_bytes
 from ml.train import train
 from tests.conftest import run_cli
+from tests.fixtures.synthetic import photo_bytes
 
 TINY = {"recipe": "mobilenet_v2", "image_size": 32, "batch_size": 8, "epochs": 1,
         "augment": False}

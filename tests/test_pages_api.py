@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ml.synthetic import photo_bytes
+from tests.fixtures.synthetic import photo_bytes
 
 
 def test_predict_api_answers_each_photo(idle_lab):

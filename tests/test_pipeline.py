@@ -6,7 +6,7 @@ import numpy as np
 
 from ml.data import scan
 from ml.pipeline import make_dataset
-from ml.synthetic import photo_bytes
+from tests.fixtures.synthetic import photo_bytes
 
 
 def test_mixed_formats_decode_to_uint8_squares(tmp_path):

@@ -12,7 +12,7 @@ from ml.errors import ImageError, ModelError
 from ml.evaluate import evaluate
 from ml.model_io import load_model
 from ml.predict import explain_bytes, load_rgb, predict_bytes, predict_images
-from ml.synthetic import photo_bytes, synthetic_photo
+from tests.fixtures.synthetic import photo_bytes, synthetic_photo
 
 
 @pytest.fixture(scope="module")

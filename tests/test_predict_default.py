@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
+import uuid
 
 import pytest
 
-from dashboard import create_app
+from core.runs import RunService
 from dashboard.predict import accuracy_floor
-from ml.synthetic import photo_bytes
-from worker.settings import load_settings
-from worker.store import RunStore
+from ml import events
+from ml.model_io import CARD_FILE, MODEL_FILE
+from tests.fixtures.synthetic import photo_bytes
 
 
 def test_accuracy_floor_weighs_how_many_photos_a_score_rests_on():
@@ -23,34 +25,28 @@ def test_accuracy_floor_weighs_how_many_photos_a_score_rests_on():
     assert accuracy_floor(1.0, None) == 0.0 and accuracy_floor(None, 540) == 0.0
 
 
-def _finished(store: RunStore, models, tiny_model, *, recipe: str, best: float,
+def _finished(service: RunService, tiny_model, *, recipe: str, best: float,
               val: int | None) -> str:
-    run, _ = store.create_run({"recipe": recipe})
-    store.claim(run["id"], worker="test")
-    folder = models / run["id"]
+    """A run taken through its life by a pretend worker, with a copy of the tiny model."""
+    run_id = uuid.uuid4().hex[:12]
+    service.store.insert_run(run_id, {"recipe": recipe}, events.run_queued({"recipe": recipe}))
+    assert service.claim_next("test")["id"] == run_id
+    folder = service.out_dir(run_id)
     folder.mkdir(parents=True)
-    shutil.copy(tiny_model / "model.keras", folder / "model.keras")
-    summary = {"status": "succeeded", "metrics": {"best_val_accuracy": best},
-               "counts": {"train": 100, "val": val} if val else {}}
-    store.finish(run["id"], "succeeded", summary=summary,
-                 model_path=f"{run['id']}/model.keras")
-    return run["id"]
+    shutil.copy(tiny_model / MODEL_FILE, folder / MODEL_FILE)
+    card = {"status": "succeeded", "metrics": {"best_val_accuracy": best},
+            "counts": {"train": 100, "val": val} if val else {}}
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    service.record(run_id, "test", events.run_finished("succeeded", best_val_accuracy=best))
+    return run_id
 
 
 def test_default_model_is_the_surest_run_and_the_page_says_on_how_many_photos(
-        tmp_path, tiny_model):
-    settings = load_settings({
-        "REDIS_URL": "redis://127.0.0.1:9/0",  # predicting needs no queue
-        "DATABASE_URL": f"sqlite:///{tmp_path}/t.db",
-        "LAB_DATA_DIR": str(tmp_path / "data"),
-        "LAB_MODELS_DIR": str(tmp_path / "models"),
-    })
-    store = RunStore(settings.database_url)
-    models = tmp_path / "models"
-    lucky = _finished(store, models, tiny_model, recipe="fast_cnn", best=1.0, val=8)
-    sure = _finished(store, models, tiny_model, recipe="res_cnn", best=0.955, val=540)
-    unknown = _finished(store, models, tiny_model, recipe="seed_cnn", best=0.99, val=None)
-    client = create_app(settings, start_background=False).test_client()
+        app, client, tiny_model):
+    service = app.extensions["lab_runs"]  # no queue is needed to predict
+    lucky = _finished(service, tiny_model, recipe="fast_cnn", best=1.0, val=8)
+    sure = _finished(service, tiny_model, recipe="res_cnn", best=0.955, val=540)
+    unknown = _finished(service, tiny_model, recipe="seed_cnn", best=0.99, val=None)
 
     page = client.get("/predict").get_data(as_text=True)
     options = re.findall(r'<option value="(\w+)"[^>]*>([^<]*)</option>', page)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.settings import load_settings
+from core.settings import load_settings
 
 
 def test_defaults_are_an_open_lab_with_a_cap_of_three():

@@ -89,7 +89,7 @@ def test_the_checkpoint_keeps_the_clearly_more_confident_of_equal_epochs(tmp_pat
     """The real callback, fed chosen epoch results: the weights kept are epoch 2's."""
     import numpy as np
 
-    from ml.events import EventEmitter
+    from ml.events import LocalLog
     from ml.recipes import build_model
     from ml.train import _make_event_callback
 
@@ -97,7 +97,7 @@ def test_the_checkpoint_keeps_the_clearly_more_confident_of_equal_epochs(tmp_pat
     events: list[dict] = []
     checkpoint = tmp_path / "best.weights.h5"
     callback = _make_event_callback(
-        EventEmitter("r1", events.append), steps=1, batch_size=8, train_count=8,
+        LocalLog("r1", events.append), steps=1, batch_size=8, train_count=8,
         should_stop=None, checkpoint_path=checkpoint, early_stopping=None,
         report_lr_cuts=False)
     callback.set_model(model)
@@ -251,7 +251,7 @@ def test_resume_dir_carries_a_crashed_run_on_from_its_last_epoch(tiny_dataset, t
 def test_res_cnn_trains_saves_and_explains_a_prediction(tiny_dataset, tmp_path):
     from ml.model_io import load_model
     from ml.predict import explain_bytes
-    from ml.synthetic import photo_bytes
+    from tests.fixtures.synthetic import photo_bytes
 
     summary, events = collect({**FAST, "recipe": "res_cnn", "epochs": 1}, tiny_dataset,
                               tmp_path)

@@ -1,1 +1,2 @@
-"""Celery worker that runs ``ml.train`` for queued runs: built in a later issue."""
+"""The Celery app and its tasks: a worker trains queued runs through ``ml.train`` and reports
+them to the runs service (:mod:`core.runs`)."""

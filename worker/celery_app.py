@@ -17,20 +17,18 @@ import time
 from celery import Celery
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
-from worker.settings import Settings, load_settings
+from core.settings import Settings
+from worker import runtime
+from worker.runtime import DOWNLOAD_TASK, TRAIN_TASK
 
 log = logging.getLogger(__name__)
 
-TRAIN_TASK = "lab.train"
 PRESENCE_PREFIX = "lab:worker:"
 PRESENCE_TTL_S = 30
 LONGEST_RUN_S = 7 * 24 * 3600
-SHUTDOWN_REASON = "stopped early because its worker was shut down; the best epoch so far is kept"
 
-settings = load_settings()
-
-app = Celery("kitten_puppy_lab", broker=settings.redis_url, backend=settings.redis_url,
-             include=["worker.tasks"])
+app = Celery("kitten_puppy_lab", broker=runtime.settings().redis_url,
+             backend=runtime.settings().redis_url, include=["worker.tasks"])
 app.conf.update(
     task_acks_late=True,
     worker_prefetch_multiplier=1,
@@ -59,7 +57,7 @@ def _announce(nodename: str, stop: threading.Event) -> None:
     """Keep a short-lived Redis key saying this worker is alive, for the dashboard."""
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=3)
+    client = redis.Redis.from_url(runtime.settings().redis_url, socket_timeout=3)
     info = json.dumps({"name": nodename, "since": time.time()})
     while not stop.is_set():
         try:
@@ -79,23 +77,19 @@ _stop_announcing = threading.Event()
 @worker_ready.connect
 def _on_worker_ready(sender=None, **_kw) -> None:
     """Clean up after a previous life of this worker and re-queue runs Redis may have lost."""
-    from worker.tasks import get_publisher, get_store
-
     global _nodename
     nodename = _nodename = sender.hostname
-    store = get_store()
-    # Runs this worker name was training died with its previous process.
-    for ev in store.reap_lost(worker=nodename) + store.reap_lost(
-            older_than_s=settings.lost_after_s):
-        get_publisher().publish(ev)
+    service = runtime.service()
+    # Runs this worker name was training died with its previous process: fail them now
+    # rather than after the heartbeat timeout.
+    service.reap_lost(worker=nodename)
     # A queued run whose message was lost (Redis restarted without saving) would wait
-    # forever; sending it again is harmless because only one message can claim a run.
-    for run_id in store.queued_ids():
-        queue_run(run_id)
+    # forever; a spare message is harmless because a message claims a run, not this one.
+    service.requeue()
     threading.Thread(target=_announce, args=(nodename, _stop_announcing), daemon=True,
                      name="lab-presence").start()
-    log.info("worker %s ready: data %s, models %s", nodename, settings.data_dir,
-             settings.models_dir)
+    log.info("worker %s ready: data %s, models %s", nodename, runtime.settings().data_dir,
+             runtime.settings().models_dir)
 
 
 _nodename: str | None = None
@@ -105,14 +99,10 @@ _nodename: str | None = None
 def _on_worker_shutting_down(**_kw) -> None:
     """A warm shutdown (SIGTERM, Ctrl-C) would wait for the run to end, hours maybe: ask it
     to stop at the next batch instead, so it ends ``cancelled`` with its best weights."""
-    from worker.tasks import get_store
-
     if _nodename is None:
         return
     try:
-        for run_id in get_store().running_ids(worker=_nodename):
-            get_store().request_cancel(run_id, reason=SHUTDOWN_REASON)
-            log.warning("run %s: stopping it because the worker is shutting down", run_id)
+        runtime.service().stop_for_shutdown(_nodename)
     except Exception as exc:
         log.warning("could not stop the current run before shutting down: %s", exc)
 
@@ -124,23 +114,31 @@ def _on_worker_shutdown(**_kw) -> None:
 
 def configure(new: Settings) -> None:
     """Point this process's Celery app at another Redis (the web app's settings win)."""
-    global settings
-    settings = new
+    runtime.configure(new)
     app.conf.update(broker_url=new.redis_url, result_backend=new.redis_url)
 
 
-def queue_run(run_id: str) -> None:
-    """Put a run's training task on the queue; raises (within a second) when Redis is down."""
+def queue_training() -> None:
+    """One "train the next queued run" task on the queue; raises (within a second) when
+    Redis is down."""
     # ignore_result: otherwise the send first subscribes to the result backend, which retries
     # for ~19 s when Redis is down. send_task does not take it from task_ignore_result.
-    app.send_task(TRAIN_TASK, args=[run_id], ignore_result=True)
+    app.send_task(TRAIN_TASK, ignore_result=True)
+
+
+runtime.use_queue(queue_training)
+
+
+def queue_download(source: str) -> None:
+    """The dataset download on the queue."""
+    app.send_task(DOWNLOAD_TASK, kwargs={"source": source}, ignore_result=True)
 
 
 def live_workers() -> list[dict]:
     """Workers that announced themselves in the last ``PRESENCE_TTL_S`` seconds."""
     import redis
 
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=1,
+    client = redis.Redis.from_url(runtime.settings().redis_url, socket_timeout=1,
                                   socket_connect_timeout=1)
     found = []
     for key in client.scan_iter(match=PRESENCE_PREFIX + "*", count=100):

@@ -1,5 +1,6 @@
-"""The training task: one run from the run store through ``ml.train``, events stored and streamed.
+"""The worker's tasks: train the next queued run, and download the dataset.
 
+Tasks are ``shared_task``s: this module never imports the Celery app (no import cycle).
 TensorFlow is imported only inside the task (in the pool's child process), never when the
 worker or the web process imports this module.
 """
@@ -12,86 +13,50 @@ import threading
 import time
 from typing import Any
 
+from celery import shared_task
+
+from core import downloads
+from core.runs import RunGone, RunService
 from ml.errors import LabError
-from ml.events import Event
-from worker.celery_app import TRAIN_TASK, app, settings
-from worker.live import Publisher
-from worker.store import RunStore
+from ml.events import Body, Event
+from worker import runtime
+from worker.runtime import DOWNLOAD_TASK, TRAIN_TASK
 
 log = logging.getLogger(__name__)
 
 CANCEL_POLL_S = 0.5
 
-_store: RunStore | None = None
-_store_pid: int | None = None
-_publisher = Publisher(settings)
-
-
-def get_store() -> RunStore:
-    """This process's run store (re-created after a fork: connections must not be shared)."""
-    global _store, _store_pid
-    if _store is None or _store_pid != os.getpid():
-        _store = RunStore(settings.database_url)
-        _store_pid = os.getpid()
-    return _store
-
-
-def get_publisher() -> Publisher:
-    return _publisher
-
 
 class _RunContext:
-    """What one run needs while it trains: event recording, heartbeat, cancel polling."""
+    """What one run needs while it trains: its events recorded, a heartbeat, cancel polling."""
 
-    def __init__(self, store: RunStore, run_id: str):
-        self.store = store
+    def __init__(self, service: RunService, run_id: str, worker: str):
+        self.service = service
         self.run_id = run_id
-        self.out_dir = settings.models_dir / run_id
+        self.worker = worker
         self._last_poll = 0.0
-        self._cancel = False
+        self._stop = False
         self._stop_heartbeat = threading.Event()
 
-    def on_event(self, ev: Event) -> None:
-        # Stored first, then published: a viewer can always fill a gap from the store.
-        self.store.add_event(ev)
-        kind = ev["type"]
-        if kind == "epoch":
-            self.store.record_progress(self.run_id, epochs_done=ev["epoch"])
-        elif kind == "checkpoint":
-            self.store.record_progress(self.run_id, best_val_accuracy=ev["val_accuracy"])
-        elif kind == "run_finished":
-            self._finish(ev)
-        _publisher.publish(ev)
-
-    def _finish(self, ev: Event) -> None:
-        # The status is final before viewers hear of the end, so a page that reloads on
-        # run_finished sees it.
-        summary = None
-        model_path = None
-        if ev["status"] in ("succeeded", "cancelled"):
-            from ml.model_io import read_card
-
-            card = read_card(self.out_dir)
-            summary = {k: v for k, v in card.items() if k != "history"} or None
-            if (self.out_dir / "model.keras").is_file():
-                model_path = f"{self.run_id}/model.keras"
-        self.store.finish(self.run_id, ev["status"], summary=summary, model_path=model_path,
-                          error=ev.get("error"))
+    def record(self, body: Body) -> Event:
+        # Raises RunGone when the run was reaped or ended underneath this worker.
+        return self.service.record(self.run_id, self.worker, body)
 
     def should_stop(self) -> bool:
         now = time.monotonic()
-        if not self._cancel and now - self._last_poll >= CANCEL_POLL_S:
+        if not self._stop and now - self._last_poll >= CANCEL_POLL_S:
             self._last_poll = now
             try:
-                self._cancel = self.store.cancel_requested(self.run_id)
+                self._stop = self.service.cancel_requested(self.run_id)
             except Exception as exc:  # the store hiccupped: keep training, ask again later
                 log.warning("run %s: cannot read the cancel flag: %s", self.run_id, exc)
-        return self._cancel
+        return self._stop
 
     def _beat(self) -> None:
-        while not self._stop_heartbeat.wait(settings.heartbeat_s):
+        while not self._stop_heartbeat.wait(runtime.settings().heartbeat_s):
             try:
-                self.store.heartbeat(self.run_id)
+                if not self.service.heartbeat(self.run_id, self.worker):
+                    self._stop = True  # no longer ours: stop; the next event says why
             except Exception as exc:
                 log.warning("run %s: heartbeat not written: %s", self.run_id, exc)
 
@@ -103,30 +68,32 @@ class _RunContext:
         self._stop_heartbeat.set()
 
 
-@app.task(name=TRAIN_TASK, bind=True, acks_late=True)
-def train_run(self, run_id: str) -> dict[str, Any]:
-    """Train one queued run. Returns a small status dict (the run store holds the rest)."""
-    store = get_store()
-    run = store.claim(run_id, worker=self.request.hostname or "worker")
+@shared_task(name=TRAIN_TASK, bind=True, acks_late=True)
+def train_next(self, run_id: str | None = None) -> dict[str, Any]:
+    """Train the next queued run; the runs service picks which. (``run_id``, which older
+    labs' messages carry, is not used: a message claims a turn, not a run.)"""
+    service = runtime.service()
+    worker = self.request.hostname or "worker"
+    run = service.claim_next(worker)
     if run is None:
-        # Cancelled while queued, finished already, or a duplicate message: nothing to do.
-        current = store.get_run(run_id)
-        log.info("run %s not started: it is %s", run_id,
-                 current["status"] if current else "not in the run store")
-        return {"run_id": run_id, "status": current["status"] if current else "missing"}
-
+        log.info("nothing queued to train (the runs were cancelled or taken)")
+        return {"status": "idle"}
+    run_id = run["id"]
+    settings = runtime.settings()
     # The heartbeat starts before TensorFlow is imported: on a busy machine the import alone
-    # can outlast LAB_RUN_LOST_AFTER_S, and the web process would reap the run as lost.
-    with _RunContext(store, run_id) as ctx:
+    # can outlast LAB_RUN_LOST_AFTER_S, and the run would be reaped as lost.
+    with _RunContext(service, run_id, worker) as ctx:
         from ml.tf_env import import_tensorflow_quietly
         from ml.train import train
 
         import_tensorflow_quietly()
         log.info("run %s: training %s on %s", run_id, run["config"], settings.data_dir)
         try:
-            summary = train(run["config"], settings.data_dir, ctx.out_dir,
-                            on_event=ctx.on_event, should_stop=ctx.should_stop, run_id=run_id,
-                            start_seq=store.last_seq(run_id))
+            summary = train(run["config"], settings.data_dir, service.out_dir(run_id),
+                            sink=ctx.record, should_stop=ctx.should_stop, run_id=run_id)
+        except RunGone as exc:
+            log.warning("%s", exc)
+            return {"run_id": run_id, "status": exc.status}
         except LabError as exc:  # a problem a person can fix: already reported as the error
             log.warning("run %s failed: %s", run_id, exc)
             return {"run_id": run_id, "status": "failed", "error": str(exc)}
@@ -138,16 +105,15 @@ def train_run(self, run_id: str) -> dict[str, Any]:
     return {"run_id": run_id, "status": summary["status"]}
 
 
-DOWNLOAD_TASK = "lab.download_dataset"
 PROGRESS_EVERY_S = 0.5
 
 
-@app.task(name=DOWNLOAD_TASK, bind=True, acks_late=True)
+@shared_task(name=DOWNLOAD_TASK, bind=True, acks_late=True)
 def download_dataset_task(self, source: str = "auto") -> dict[str, Any]:
     """Download the dataset into ``LAB_DATA_DIR``, reporting progress for the Dataset tab."""
     from ml.fetch import download_dataset
-    from worker import downloads
 
+    settings = runtime.settings()
     state = downloads.read(settings)
     if state is None or state["state"] != "queued":
         return {"state": state["state"] if state else "missing"}  # a duplicate message

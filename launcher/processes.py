@@ -18,7 +18,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from worker.settings import ROOT
+from core.settings import ROOT
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from worker import stack
-from worker.settings import ROOT, load_settings
+from core.settings import ROOT, load_settings
+from launcher import processes
 
 log = logging.getLogger("lab")
 
@@ -68,7 +68,7 @@ def _wait_for_stop() -> str:
     return received[0]
 
 
-_parts: list[stack.Service] = []
+_parts: list[processes.Service] = []
 
 
 def _check_parts() -> str | None:
@@ -101,7 +101,7 @@ def run() -> int:
                               f"start it there, or unset REDIS_URL to use a local one")
         log.info("starting redis-server on 127.0.0.1:%d (data in %s)", redis_port,
                  state_dir / f"redis-{redis_port}")
-        _parts.append(stack.start_redis(redis_port, state_dir / f"redis-{redis_port}"))
+        _parts.append(processes.start_redis(redis_port, state_dir / f"redis-{redis_port}"))
     else:
         log.info("using the Redis that already answers at %s:%d", redis_host, redis_port)
 
@@ -110,9 +110,9 @@ def run() -> int:
                     "(make data, or set LAB_DATA_DIR)", settings.data_dir)
     # One worker, named after the port so two labs on one machine never share a name.
     log.info("starting a training worker (log: %s)", logs / "worker.log")
-    _parts.append(stack.start_worker({}, logs / "worker.log", name=f"lab-{port}"))
+    _parts.append(processes.start_worker({}, logs / "worker.log", name=f"lab-{port}"))
     log.info("starting the web server (log: %s)", logs / "web.log")
-    _parts.append(stack.start_web({"LAB_HOST": host}, port, logs / "web.log", host=host))
+    _parts.append(processes.start_web({"LAB_HOST": host}, port, logs / "web.log", host=host))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     log.info("Kitten-and-Puppy Lab is up: http://%s:%d/  (Ctrl-C stops it)", shown, port)
 
@@ -135,7 +135,7 @@ def main() -> None:
     code = 1
     try:
         code = run()
-    except (LaunchError, stack.StackError) as exc:
+    except (LaunchError, processes.StackError) as exc:
         log.error("%s", exc)
         code = 2
     finally:

@@ -1,4 +1,5 @@
-"""Publishing events to the web process's Socket.IO rooms through Redis.
+"""The event bus: live events and queue positions to the web process's Socket.IO rooms,
+through Redis, from any process (a worker, or the web process itself).
 
 Events are stored before they are published, so a viewer that misses a message (Redis
 restarting, a slow network) gets it from the run store instead: publishing is best effort
@@ -14,12 +15,14 @@ import time
 
 import socketio
 
+from core.settings import Settings
 from ml.events import Event
-from worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
 EVENT_MESSAGE = "run_event"
+# {"run_id", "queue_position"}: sent to a queued run's room whenever the queue changes.
+QUEUE_MESSAGE = "queue_position"
 # After a failed publish, skip publishing this long: each try against a Redis that is down
 # costs a connection attempt per event, and viewers catch up from the store meanwhile.
 RETRY_AFTER_S = 5.0
@@ -67,14 +70,25 @@ class Publisher:
         return self._emitter
 
     def publish(self, ev: Event) -> None:
+        """One stored event to its run's viewers."""
+        self._send([(EVENT_MESSAGE, ev, ev["run_id"])])
+
+    def publish_queue(self, positions: dict[str, int | None]) -> None:
+        """Each queued run's place in the queue to its viewers."""
+        self._send([(QUEUE_MESSAGE, {"run_id": run_id, "queue_position": position}, run_id)
+                    for run_id, position in positions.items()])
+
+    def _send(self, messages: list[tuple[str, dict, str]]) -> None:
         now = time.monotonic()
-        if now < self._skip_until:
+        if now < self._skip_until or not messages:
             return
+        ok = True
         try:
             with self._lock:
                 emitter = self._client()
-                emitter.emit(EVENT_MESSAGE, ev, room=room_of(ev["run_id"]))
-                ok = emitter.ok
+                for name, data, run_id in messages:
+                    emitter.emit(name, data, room=room_of(run_id))
+                    ok = ok and emitter.ok
         except Exception as exc:  # never let the live channel break a run
             log.debug("publish failed: %s", exc)
             ok = False

@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from worker.settings import Settings
+from core.settings import Settings
 
 KEY = "lab:dataset-download"
 ACTIVE = ("queued", "running")

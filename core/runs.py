@@ -1,0 +1,245 @@
+"""The runs service: the one owner of a run's life, from launch to its last event.
+
+Web views, Socket.IO handlers and the Celery task call it; none of them writes run rows or
+events themselves. Every change goes through :meth:`core.store.RunStore.transition`, so the
+event that tells viewers of a change is stored with it, in one transaction, numbered by the
+store, and only when the change still applies: a worker whose run was reaped or cancelled
+underneath it learns so at its next event (:class:`RunGone`) and stops.
+
+Which queued run starts next is decided here (:meth:`RunService.claim_next`): first in,
+first out. Each launch puts one "train the next run" task on the queue; whichever worker
+takes a task claims the oldest queued run in one conditional update, so a run is claimed
+once, and a task whose run was cancelled meanwhile simply finds the next one or none.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from core.store import RunStore
+from ml import events
+from ml.events import Body, Event
+from ml.model_io import CARD_FILE, MODEL_FILE, read_card
+
+log = logging.getLogger(__name__)
+
+WORKER_LOST = "worker lost: the worker stopped while training this run (killed or crashed)"
+SHUTDOWN_REASON = "stopped early because its worker was shut down; the best epoch so far is kept"
+
+
+class Bus(Protocol):
+    """Where the service announces changes (``core.bus.Publisher``): best effort."""
+
+    def publish(self, ev: Event) -> None: ...
+
+    def publish_queue(self, positions: dict[str, int | None]) -> None: ...
+
+
+class QueueDown(Exception):
+    """The run could not be queued (the broker is unreachable); nothing was kept."""
+
+
+class RunGone(Exception):
+    """The run is no longer this worker's to train (reaped, or finished by someone else)."""
+
+    def __init__(self, run_id: str, status: str | None, error: str | None = None):
+        self.run_id, self.status = run_id, status
+        why = f" ({error})" if error else ""
+        super().__init__(f"run {run_id} is {status or 'gone from the run store'}{why} and no "
+                         f"longer this worker's: it stops training it and leaves the run as "
+                         f"it is")
+
+
+class RunService:
+    """Lifecycle of runs over one store. One per process; safe to share between threads."""
+
+    def __init__(self, store: RunStore, *, models_dir: Path, bus: Bus | None = None,
+                 enqueue: Callable[[], None] | None = None, lost_after_s: float = 60.0):
+        self.store = store
+        self.models_dir = Path(models_dir)
+        self._bus = bus
+        self._enqueue = enqueue
+        self.lost_after_s = lost_after_s
+
+    # -- announcing -------------------------------------------------------------------------
+
+    def _announce(self, ev: Event | None, *, queue_changed: bool = False,
+                  left_queue: str | None = None) -> None:
+        if self._bus is None:
+            return
+        if ev is not None:
+            self._bus.publish(ev)
+        if queue_changed or left_queue:
+            positions: dict[str, int | None] = dict(self.queue_positions())
+            if left_queue:
+                positions[left_queue] = None  # its viewers stop showing a place in line
+            self._bus.publish_queue(positions)
+
+    def queue_positions(self) -> dict[str, int | None]:
+        """Each queued run's place in the order runs will start (1 = next)."""
+        return {run_id: n for n, run_id in enumerate(self.store.run_ids(status="queued"), 1)}
+
+    # -- launch -----------------------------------------------------------------------------
+
+    def create(self, config: dict[str, Any], *, client: str | None = None) -> dict[str, Any]:
+        """Store a new queued run and put a training task on the queue; the run as stored.
+
+        Raises QueueDown, leaving no trace of the run, when the queue cannot take the task.
+        """
+        run_id = uuid.uuid4().hex[:12]
+        queued = self.store.insert_run(run_id, config, events.run_queued(config), client=client)
+        if self._enqueue is not None:
+            try:
+                self._enqueue()
+            except Exception as exc:
+                log.warning("could not queue run %s: %s", run_id, exc)
+                self.store.delete_run(run_id)
+                raise QueueDown(str(exc)) from exc
+        log.info("run %s queued: %s", run_id, config)
+        self._announce(queued, queue_changed=True)
+        return self.store.get_run(run_id) or {}
+
+    def requeue(self) -> int:
+        """Send one training task per queued run (their messages may have been lost); a
+        spare task is harmless, since it only finds no run to claim."""
+        queued = self.store.run_ids(status="queued")
+        if self._enqueue is not None:
+            for _ in queued:
+                self._enqueue()
+        return len(queued)
+
+    # -- the worker's side ------------------------------------------------------------------
+
+    def claim_next(self, worker: str) -> dict[str, Any] | None:
+        """queued → running for the oldest queued run; None when nothing is queued."""
+        while True:
+            queued = self.store.run_ids(status="queued")
+            if not queued:
+                return None
+            now = time.time()
+            for run_id in queued:
+                if self.store.update_run(run_id, where={"status": "queued"}, status="running",
+                                         started=now, heartbeat=now, worker=worker):
+                    self._announce(None, left_queue=run_id)
+                    return self.store.get_run(run_id)
+            # every one was taken or cancelled while this worker looked: look again
+
+    def out_dir(self, run_id: str) -> Path:
+        """Where a run's model and card are written."""
+        return self.models_dir / run_id
+
+    def record(self, run_id: str, worker: str, body: Body) -> Event:
+        """Store and announce one event of a run this worker trains.
+
+        The run's bookkeeping moves with it (epochs done, best accuracy, heartbeat), and
+        ``run_finished`` ends the run with its card as summary. Raises RunGone when the run
+        is no longer running on this worker.
+        """
+        values: dict[str, Any] = {"heartbeat": time.time()}
+        kind = body["type"]
+        if kind == "epoch":
+            values["epochs_done"] = body["epoch"]
+        elif kind == "checkpoint":
+            values["best_val_accuracy"] = body["val_accuracy"]
+        elif kind == "run_finished":
+            values.update(self._final_values(run_id, body))
+        ev = self.store.transition(run_id, body, where={"status": "running", "worker": worker},
+                                   **values)
+        if ev is None:
+            run = self.store.get_run(run_id)
+            raise RunGone(run_id, run and run["status"], run and run["error"])
+        self._announce(ev)
+        return ev
+
+    def _final_values(self, run_id: str, body: Body) -> dict[str, Any]:
+        """The columns a run ends with: status, error, and its card (with the epoch history)
+        and model when it kept one."""
+        status = body["status"]
+        values: dict[str, Any] = {"status": status, "finished": time.time()}
+        if body.get("error") is not None or status != "cancelled":
+            values["error"] = body.get("error")  # a cancelled run keeps the reason it was given
+        if status in ("succeeded", "cancelled"):
+            out = self.out_dir(run_id)
+            card = read_card(out) if (out / CARD_FILE).is_file() else {}
+            if card:
+                values["summary"] = card
+                best = (card.get("metrics") or {}).get("best_val_accuracy")
+                if best is not None:
+                    values["best_val_accuracy"] = best
+            if (out / MODEL_FILE).is_file():
+                values["model_path"] = f"{run_id}/{MODEL_FILE}"
+        return values
+
+    def heartbeat(self, run_id: str, worker: str) -> bool:
+        """Say the worker still trains the run; False when the run is no longer its own."""
+        return self.store.update_run(run_id, where={"status": "running", "worker": worker},
+                                     heartbeat=time.time())
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return self.store.cancel_requested(run_id)
+
+    # -- stopping ---------------------------------------------------------------------------
+
+    def cancel(self, run_id: str, *, reason: str | None = None) -> str:
+        """Cancel a run; the outcome:
+
+        ``cancelled`` — it was queued and is now cancelled (its ``run_finished`` is out);
+        ``cancelling`` — it is running; its worker stops at the next batch;
+        ``finished`` — it had ended already; ``missing`` — there is no such run.
+        ``reason`` (for a running run) is kept as the run's note when it ends cancelled.
+        """
+        ev = self.store.transition(run_id, events.run_finished("cancelled"),
+                                   where={"status": "queued"}, status="cancelled",
+                                   finished=time.time(), cancel_requested=True)
+        if ev is not None:
+            self._announce(ev, left_queue=run_id)
+            return "cancelled"
+        if self.store.update_run(run_id, where={"status": "running"}, cancel_requested=True,
+                                 error=reason):
+            return "cancelling"
+        return "missing" if self.store.get_run(run_id) is None else "finished"
+
+    def stop_for_shutdown(self, worker: str) -> list[str]:
+        """Ask this worker's running runs to stop at the next batch (a warm shutdown)."""
+        stopping = self.store.run_ids(status="running", worker=worker)
+        for run_id in stopping:
+            self.cancel(run_id, reason=SHUTDOWN_REASON)
+            log.warning("run %s: stopping it because the worker is shutting down", run_id)
+        return stopping
+
+    def reap_lost(self, *, worker: str | None = None) -> list[Event]:
+        """Fail the running runs whose worker is gone; their ``run_finished`` events.
+
+        With ``worker``: every running run of that worker name (it has just started, so what
+        it was running died with its previous life). Otherwise: every running run with no
+        heartbeat for ``lost_after_s``. The same conditional transition as everything else,
+        so a run that finished or beat meanwhile is left alone.
+        """
+        if worker is not None:
+            lost = self.store.run_ids(status="running", worker=worker)
+            where: dict[str, Any] = {"status": "running", "worker": worker}
+        else:
+            cutoff = time.time() - self.lost_after_s
+            lost = self.store.run_ids(status="running", heartbeat_before=cutoff)
+            where = {"status": "running"}
+        reaped = []
+        for run_id in lost:
+            condition = dict(where)
+            if worker is None:
+                current = self.store.get_run(run_id)
+                if current is None or (current["heartbeat"] or 0) >= cutoff:
+                    continue
+                condition["heartbeat"] = current["heartbeat"]  # unchanged since read
+            ev = self.store.transition(run_id, events.run_finished("failed", error=WORKER_LOST),
+                                       where=condition, status="failed",
+                                       finished=time.time(), error=WORKER_LOST)
+            if ev is not None:
+                log.warning("run %s: %s", run_id, WORKER_LOST)
+                self._announce(ev)
+                reaped.append(ev)
+        return reaped

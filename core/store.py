@@ -1,0 +1,260 @@
+"""The run store: every run and every event it emitted, in SQL (SQLite file or PostgreSQL).
+
+Data access only; the rules (who may move a run where, and when) are the runs service's
+(:mod:`core.runs`). The web process and the workers share it. Every change of a run that
+tells viewers something is one transaction of two statements: a conditional UPDATE of the
+run that also bumps its ``last_seq``, then the INSERT of the event with that seq. The UPDATE
+takes the row's write lock (the database's, on SQLite) until the commit, so two writers can
+never take the same seq, and a condition that no longer holds (the run was reaped, or
+cancelled while queued) changes nothing and stores no event.
+
+Run statuses: ``queued`` → ``running`` → ``succeeded`` | ``cancelled`` | ``failed``
+(a queued run can go straight to ``cancelled``). The schema is versioned with Alembic
+(:mod:`core.schema`): opening a store upgrades an older lab database in place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine, make_url
+
+from ml.events import Body, Event, stamp
+
+log = logging.getLogger(__name__)
+
+ACTIVE = ("queued", "running")
+FINISHED = ("succeeded", "cancelled", "failed")
+
+metadata = MetaData()
+
+runs = Table(
+    "runs", metadata,
+    Column("id", String(32), primary_key=True),
+    Column("created", Float, nullable=False, index=True),
+    Column("status", String(16), nullable=False, index=True),
+    Column("config", Text, nullable=False),
+    Column("summary", Text),
+    Column("model_path", Text),  # relative to the models folder, which machines may mount anywhere
+    Column("error", Text),
+    Column("started", Float),
+    Column("finished", Float),
+    Column("worker", String(255)),
+    Column("heartbeat", Float),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("best_val_accuracy", Float),
+    Column("epochs_done", Integer, nullable=False, default=0),
+    Column("client", String(64)),
+    # The highest seq stored for this run: events are numbered by bumping it in the same
+    # transaction that inserts the event, so two writers can never take the same seq.
+    Column("last_seq", Integer, nullable=False, default=0, server_default="0"),
+)
+
+events = Table(
+    "events", metadata,
+    Column("run_id", String(32), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("type", String(32), nullable=False),
+    Column("ts", Float, nullable=False),
+    Column("data", Text, nullable=False),
+)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # WAL lets the web process read while a worker writes; the busy timeout makes writers
+    # wait for each other instead of failing with "database is locked".
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(database_url: str) -> Engine:
+    """An engine for the URL; for SQLite the folder is created and the pragmas set."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        if url.database and url.database != ":memory:":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _run_dict(row) -> dict[str, Any]:
+    run = dict(row._mapping)
+    run["config"] = json.loads(run["config"])
+    run["summary"] = json.loads(run["summary"]) if run["summary"] else None
+    run["cancel_requested"] = bool(run["cancel_requested"])
+    end = run["finished"] or (time.time() if run["status"] == "running" else None)
+    run["duration_s"] = (end - run["started"]) if run["started"] and end else None
+    run["queue_position"] = None
+    return run
+
+
+def _event_row(ev: Event) -> dict[str, Any]:
+    return {"run_id": ev["run_id"], "seq": ev["seq"], "type": ev["type"], "ts": ev["ts"],
+            "data": json.dumps(ev)}
+
+
+class RunStore:
+    """Runs and their events. Safe to share between threads; create one per process."""
+
+    def __init__(self, database_url: str):
+        from core.schema import upgrade_to_head
+
+        self.url = database_url
+        self.engine = make_engine(database_url)
+        upgrade_to_head(self.engine)
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def insert_run(self, run_id: str, config: dict[str, Any], first: Body, *,
+                   client: str | None = None) -> Event:
+        """A new queued run with its first event (seq 1), in one transaction."""
+        now = time.time()
+        ev = stamp(first, run_id, 1, now)
+        with self.engine.begin() as conn:
+            conn.execute(insert(runs).values(
+                id=run_id, created=now, status="queued", config=json.dumps(config),
+                cancel_requested=False, epochs_done=0, client=client, last_seq=1))
+            conn.execute(insert(events).values(_event_row(ev)))
+        return ev
+
+    def delete_run(self, run_id: str) -> None:
+        """Remove a run that never reached the queue (the broker refused it)."""
+        with self.engine.begin() as conn:
+            conn.execute(events.delete().where(events.c.run_id == run_id))
+            conn.execute(runs.delete().where(runs.c.id == run_id))
+
+    def update_run(self, run_id: str, *, where: dict[str, Any] | None = None,
+                   **values: Any) -> bool:
+        """Set columns of a run if it still matches ``where`` (column → value); whether it did."""
+        with self.engine.begin() as conn:
+            done = conn.execute(update(runs).where(runs.c.id == run_id, *self._match(where))
+                                .values(**self._encode(values)))
+        return done.rowcount == 1
+
+    def transition(self, run_id: str, body: Body, *, where: dict[str, Any] | None = None,
+                   **values: Any) -> Event | None:
+        """Store one event with the run's next seq, and set ``values`` on the run, together
+        and only if the run still matches ``where``; the stamped event, or None (nothing
+        changed) when it does not."""
+        with self.engine.begin() as conn:
+            row = conn.execute(update(runs).where(runs.c.id == run_id, *self._match(where))
+                               .values(last_seq=runs.c.last_seq + 1, **self._encode(values))
+                               .returning(runs.c.last_seq)).first()
+            if row is None:
+                return None
+            ev = stamp(body, run_id, row.last_seq)
+            conn.execute(insert(events).values(_event_row(ev)))
+        return ev
+
+    @staticmethod
+    def _encode(values: dict[str, Any]) -> dict[str, Any]:
+        # The JSON columns take dicts; everything else goes in as it is.
+        return {k: json.dumps(v) if k in ("config", "summary") and v is not None else v
+                for k, v in values.items()}
+
+    @staticmethod
+    def _match(where: dict[str, Any] | None) -> list[Any]:
+        conditions = []
+        for name, wanted in (where or {}).items():
+            column = runs.c[name]
+            conditions.append(column.in_(wanted) if isinstance(wanted, (tuple, list, set))
+                              else column == wanted)
+        return conditions
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+            if row is None:
+                return None
+            run = _run_dict(row)
+            if run["status"] == "queued":
+                ahead = conn.execute(select(func.count()).select_from(runs).where(
+                    runs.c.status == "queued", runs.c.created < run["created"])).scalar_one()
+                run["queue_position"] = int(ahead) + 1
+        return run
+
+    def list_runs(self, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Newest first, with queue positions."""
+        query = select(runs).order_by(runs.c.created.desc())
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            found = [_run_dict(row) for row in conn.execute(query)]
+        queued = sorted((r for r in found if r["status"] == "queued"), key=lambda r: r["created"])
+        for position, run in enumerate(queued, start=1):
+            run["queue_position"] = position
+        return found
+
+    def count_active(self, *, client_prefix: str) -> int:
+        """Queued or running runs launched by clients whose id starts with this prefix."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(runs).where(
+                runs.c.status.in_(ACTIVE),
+                runs.c.client.startswith(client_prefix, autoescape=True))).scalar_one())
+
+    def run_ids(self, *, status: str, worker: str | None = None,
+                heartbeat_before: float | None = None) -> list[str]:
+        """Ids of runs in one status, oldest first (optionally of one worker, or silent)."""
+        query = select(runs.c.id).where(runs.c.status == status).order_by(runs.c.created)
+        if worker is not None:
+            query = query.where(runs.c.worker == worker)
+        if heartbeat_before is not None:
+            query = query.where(runs.c.heartbeat < heartbeat_before)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def cancel_requested(self, run_id: str) -> bool:
+        with self.engine.connect() as conn:
+            return bool(conn.execute(select(runs.c.cancel_requested)
+                                     .where(runs.c.id == run_id)).scalar())
+
+    def events(self, run_id: str, *, after: int = 0, limit: int | None = None) -> list[Event]:
+        query = (select(events.c.data).where(events.c.run_id == run_id, events.c.seq > after)
+                 .order_by(events.c.seq))
+        if limit:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [json.loads(data) for data in conn.execute(query).scalars()]
+
+    def last_seqs(self, run_ids: list[str]) -> dict[str, int]:
+        """Highest stored seq of each run (0 for runs it does not have)."""
+        if not run_ids:
+            return {}
+        with self.engine.connect() as conn:
+            found = dict(conn.execute(select(runs.c.id, runs.c.last_seq)
+                                      .where(runs.c.id.in_(run_ids))).all())
+        return {run_id: int(found.get(run_id) or 0) for run_id in run_ids}
+
+    def ping(self) -> None:
+        """Raise when the database cannot be reached."""
+        with self.engine.connect() as conn:
+            conn.execute(select(1))

@@ -1,0 +1,97 @@
+"""The app factory: settings, the runs service, the live channel, blueprints, error pages.
+
+One web process in Flask-SocketIO's threading mode (TensorFlow and eventlet/gevent do not
+mix).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, redirect, render_template, request, url_for
+from flask_socketio import SocketIO
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from core.bus import Publisher
+from core.runs import RunService
+from core.settings import Settings, load_settings
+from core.store import RunStore
+from dashboard import filters
+from dashboard.helpers import sentence
+
+log = logging.getLogger(__name__)
+
+socketio = SocketIO()
+
+# Uploads to the predict tab: a few phone photos at once, never a 40 MB surprise.
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+
+
+def create_app(settings: Settings | None = None, *, start_background: bool = True) -> Flask:
+    """The web app, wired to the run store and to Redis for live events.
+
+    ``start_background=False`` leaves out the poller (catch-up and reaping), for unit tests.
+    """
+    settings = settings or load_settings()
+    app = Flask("dashboard", template_folder="../templates", static_folder="../static")
+    app.config["LAB_SETTINGS"] = settings
+    app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
+    from dashboard import access
+
+    app.secret_key = access.secret_key(settings)
+    # Lax: the unlocked session never rides along on another site's POST.
+    app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_NAME="lab_session")
+    if not settings.passcode:
+        log.info("LAB_PASSCODE is not set: anyone who can open the lab may launch and "
+                 "cancel runs")
+
+    from worker import celery_app
+
+    celery_app.configure(settings)
+    service = RunService(RunStore(settings.database_url), models_dir=settings.models_dir,
+                         bus=Publisher(settings), enqueue=celery_app.queue_training,
+                         lost_after_s=settings.lost_after_s)
+    app.extensions["lab_runs"] = service
+
+    from dashboard import live
+
+    live.init_app(app, socketio, service, settings, start_background=start_background)
+
+    from dashboard import api, assets, dataset, photos, predict, runs, train
+
+    for module in (api, access, assets, dataset, photos, train, runs, predict):
+        app.register_blueprint(module.bp)
+    app.add_url_rule("/", "home", lambda: redirect(url_for("runs.index")))
+    filters.register(app)
+    _register_error_pages(app)
+    return app
+
+
+def _register_error_pages(app: Flask) -> None:
+    from dashboard.access import Denied
+
+    def page(status: int, heading: str, message: str, **extra):
+        return render_template("error.html", tab="", heading=heading, message=message,
+                               **extra), status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        # Unknown /api/... URLs and wrong methods answer in JSON like the rest of the API.
+        if request.path.startswith("/api/"):
+            return jsonify({"error": exc.description or exc.name}), exc.code or 500
+        return page(exc.code or 500, f"{exc.code} · {exc.name}", exc.description or exc.name)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge):
+        limit = app.config["MAX_CONTENT_LENGTH"] // 2**20
+        message = f"the upload is too large: at most {limit} MB per request"
+        if request.path.startswith("/api/"):
+            return jsonify({"error": message}), 413
+        return page(413, "Upload too large", sentence(message))
+
+    @app.errorhandler(Denied)
+    def _denied(exc: Denied):
+        if request.path.startswith("/api/"):
+            return jsonify({"error": exc.message}), exc.status
+        return page(exc.status, "Too many tries" if exc.status == 429 else "Passcode needed",
+                    sentence(exc.message), unlock=exc.status in (401, 403))

@@ -1,0 +1,5 @@
+"""``python -m launcher`` (what ``make run`` runs): the whole lab on this machine."""
+
+from launcher.lab import main
+
+main()

@@ -1,0 +1,54 @@
+"""What a worker process's Celery signals and tasks share: its settings and its runs service.
+
+Kept apart from the Celery app (``worker.celery_app``) so the tasks never import the app and
+the app never imports the tasks: no import cycle. The service is built lazily and again after
+a fork, since database and Redis connections must not cross into a pool's child process.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from core.bus import Publisher
+from core.runs import RunService
+from core.settings import Settings, load_settings
+from core.store import RunStore
+
+TRAIN_TASK = "lab.train"
+DOWNLOAD_TASK = "lab.download_dataset"
+
+_settings = load_settings()
+_service: RunService | None = None
+_service_pid: int | None = None
+_enqueue: Callable[[], None] | None = None
+
+
+def settings() -> Settings:
+    """This process's settings (from the environment unless :func:`configure` set others)."""
+    return _settings
+
+
+def configure(new: Settings) -> None:
+    """Use other settings from now on (the web process passes its own)."""
+    global _settings, _service
+    _settings, _service = new, None
+
+
+def use_queue(enqueue: Callable[[], None]) -> None:
+    """How this process puts a training task on the queue (the Celery app says, when it is
+    built: the tasks never import it)."""
+    global _enqueue
+    _enqueue = enqueue
+
+
+def service() -> RunService:
+    """This process's runs service."""
+    global _service, _service_pid
+    if _service is None or _service_pid != os.getpid():
+        s = _settings
+        _service = RunService(RunStore(s.database_url), models_dir=s.models_dir,
+                              bus=Publisher(s), enqueue=_enqueue,
+                              lost_after_s=s.lost_after_s)
+        _service_pid = os.getpid()
+    return _service
