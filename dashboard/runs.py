@@ -50,16 +50,25 @@ def index():
     return render_template("runs.html", tab="runs", runs=runs)
 
 
-@bp.get("/runs/<run_id>")
-def detail(run_id: str):
+def _run_context(run_id: str) -> dict[str, Any]:
+    """What run.html and its result partial are rendered with (a 404 if there is no run)."""
     run = _store().get_run(run_id)
     if run is None:
         abort(404, f"There is no run {run_id}. It may have been started on another lab.")
-    recipe = RECIPES.get(run["config"].get("recipe"))
-    return render_template("run.html", tab="runs", run=run, recipe=recipe,
-                           has_model=model_file(run) is not None,
-                           can_cancel=access.may_cancel(run),
-                           misclassified=_misclassified(run))
+    return {"tab": "runs", "run": run, "recipe": RECIPES.get(run["config"].get("recipe")),
+            "has_model": model_file(run) is not None, "can_cancel": access.may_cancel(run),
+            "misclassified": _misclassified(run)}
+
+
+@bp.get("/runs/<run_id>")
+def detail(run_id: str):
+    return render_template("run.html", **_run_context(run_id))
+
+
+@bp.get("/runs/<run_id>/result")
+def result(run_id: str):
+    """Just the result section (#run-result), for a run page that watched the run end."""
+    return render_template("_run_result.html", **_run_context(run_id))
 
 
 @bp.get("/runs/<run_id>/model.keras")

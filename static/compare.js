@@ -1,19 +1,14 @@
-// Overlay the epoch curves of several runs, read from the events API.
+// Overlay the epoch curves of several runs. A finished run carries its per-epoch history in
+// its summary (GET /api/runs/<id> → summary.history); only runs without one (still running,
+// or from before the history was kept) are read from their epoch events, page by page.
 (function () {
   "use strict";
-  const palette = ["#d9622b", "#2f6db5", "#2e8b57", "#8e44ad", "#b7791f", "#c0392b",
-                   "#16a085", "#5d6472"];
-  const layout = (y, extra) => Object.assign({
-    margin: { l: 60, r: 16, t: 28, b: 50 }, font: { size: 14 },
-    xaxis: { title: { text: "epoch" } }, yaxis: { title: { text: y } },
-    legend: { orientation: "h", y: -0.3 }, paper_bgcolor: "rgba(0,0,0,0)",
-    plot_bgcolor: "#fbfaf7" }, extra || {});
-  const config = { responsive: true, displaylogo: false };
+  const api = (runId) => "/api/runs/" + encodeURIComponent(runId);
 
-  async function epochs(runId) {
+  async function fromEvents(runId) {
     let after = 0, rows = [];
     for (;;) {
-      const resp = await fetch("/api/runs/" + encodeURIComponent(runId) + "/events?after=" + after);
+      const resp = await fetch(api(runId) + "/events?after=" + after);
       const body = await resp.json();
       rows = rows.concat(body.events.filter((e) => e.type === "epoch"));
       if (!body.more) return rows;
@@ -21,20 +16,36 @@
     }
   }
 
+  async function epochs(runId) {
+    try {
+      const resp = await fetch(api(runId));
+      if (resp.ok) {
+        const run = await resp.json();
+        const history = run.summary && run.summary.history;
+        if (Array.isArray(history) && history.length) return history;
+      }
+    } catch (err) { /* read the events instead */ }
+    return fromEvents(runId);
+  }
+
   async function draw() {
     const rows = Array.from(document.querySelectorAll(".cmp-run"));
     const acc = [], loss = [];
     await Promise.all(rows.map(async (row, i) => {
       const eps = await epochs(row.dataset.runId);
-      const color = palette[i % palette.length];
+      const color = Lab.palette[i % Lab.palette.length];
       const base = { mode: "lines+markers", name: row.dataset.label,
                      line: { color: color, width: 2 }, x: eps.map((e) => e.epoch) };
       acc[i] = Object.assign({}, base, { y: eps.map((e) => e.val_accuracy) });
       loss[i] = Object.assign({}, base, { y: eps.map((e) => e.val_loss) });
     }));
-    Plotly.newPlot("cmp-acc", acc, layout("validation accuracy",
-      { yaxis: { title: { text: "validation accuracy" }, tickformat: ".0%" } }), config);
-    Plotly.newPlot("cmp-loss", loss, layout("validation loss"), config);
+    // Epochs count from 1 here: no batch points start at 0 as on a run's page.
+    const xaxis = () => ({ title: { text: "epoch" } });
+    Plotly.newPlot("cmp-acc", acc, Lab.layout("validation accuracy", {
+      xaxis: xaxis(), yaxis: { title: { text: "validation accuracy" }, tickformat: ".0%" } }),
+    Lab.plotConfig);
+    Plotly.newPlot("cmp-loss", loss, Lab.layout("validation loss", { xaxis: xaxis() }),
+                   Lab.plotConfig);
   }
   draw();
 })();

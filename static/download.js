@@ -1,17 +1,13 @@
 // Dataset tab without a dataset: start the download on a worker and show its progress live.
 (function () {
   "use strict";
-  const $ = (id) => document.getElementById(id);
+  const { $, mb } = Lab;
   const box = $("download");
   if (!box) return;
   const stateUrl = box.dataset.stateUrl;
   let timer = null;
 
-  const mb = (n) => (n / 1e6).toFixed(n < 1e7 ? 1 : 0) + " MB";
-  function showError(message) {
-    $("download-error").textContent = message.charAt(0).toUpperCase() + message.slice(1);
-    $("download-error").hidden = false;
-  }
+  const showError = (message) => Lab.showError("download-error", message);
   function render(s) {
     const active = s && (s.state === "queued" || s.state === "running");
     $("download-start").hidden = active;

@@ -1,7 +1,7 @@
 // Predict tab: send dropped or picked photos to /api/predict and show each verdict.
 (function () {
   "use strict";
-  const $ = (id) => document.getElementById(id);
+  const { $, mb } = Lab;
   const drop = $("dropzone"), input = $("photos"), results = $("results");
 
   function card(result, file) {
@@ -51,13 +51,7 @@
 
   const form = $("predict-form");
   const maxFiles = Number(form.dataset.maxFiles), maxBytes = Number(form.dataset.maxBytes);
-  const mb = (n) => (n / 1048576).toFixed(1) + " MB";
-
-  function showError(message) {
-    $("predict-status").textContent = "";
-    $("predict-error").textContent = message.charAt(0).toUpperCase() + message.slice(1);
-    $("predict-error").hidden = false;
-  }
+  const showError = (message) => Lab.showError("predict-error", message, "predict-status");
 
   async function send(files) {
     if (!files.length) return;

@@ -2,24 +2,11 @@
 // ones. The same code replays a finished run. Events are described in ml/events.py.
 (function () {
   "use strict";
-  const root = document.getElementById("run");
+  const { $, layout, plotConfig, colours: C } = Lab;
+  const root = $("run");
   const runId = root.dataset.runId;
-  const initiallyActive = ["queued", "running"].includes(root.dataset.status);
-  const C = { train: "#d9622b", val: "#2f6db5", batch: "rgba(217, 98, 43, 0.35)",
-              batchAcc: "rgba(47, 109, 181, 0.35)", lr: "#5d6472", cut: "#c0392b" };
-  const plotConfig = { responsive: true, displaylogo: false,
-                       modeBarButtonsToRemove: ["lasso2d", "select2d"] };
-  const $ = (id) => document.getElementById(id);
-
-  function layout(yTitle, extra) {
-    return Object.assign({
-      margin: { l: 60, r: 16, t: 28, b: 50 }, font: { size: 14 },
-      xaxis: { title: { text: "epoch" }, rangemode: "tozero", zeroline: false },
-      yaxis: { title: { text: yTitle } },
-      legend: { orientation: "h", y: -0.3 }, shapes: [], annotations: [],
-      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "#fbfaf7",
-    }, extra || {});
-  }
+  const active = (status) => ["queued", "running"].includes(status);
+  const initiallyActive = active(root.dataset.status);
   const line = (name, color, extra) => Object.assign(
     { x: [], y: [], name: name, mode: "lines", line: { color: color, width: 2 } }, extra || {});
   const points = (name, color) => line(name, color, { mode: "lines+markers",
@@ -54,6 +41,7 @@
     if (!frame) frame = requestAnimationFrame(flush);
   }
   function flush() {
+    if (frame) cancelAnimationFrame(frame);
     frame = null;
     for (const [chart, traces] of Object.entries(pending)) {
       const idx = [], xs = [], ys = [];
@@ -87,10 +75,10 @@
     $("progress-bar").style.width = (100 * done).toFixed(1) + "%";
     root.querySelector(".progress").setAttribute("aria-valuenow", (100 * done).toFixed(0));
     $("stat-progress").textContent = pct(done, 0);
-    if (state.startTs && done > 0 && done < 1 && ["running", "queued"].includes(state.status)) {
+    if (state.startTs && done > 0 && done < 1 && active(state.status)) {
       const elapsed = ts - state.startTs;
       $("stat-eta").textContent = clock(elapsed * (1 - done) / done);
-    } else if (done >= 1 || !["running", "queued"].includes(state.status)) {
+    } else if (done >= 1 || !active(state.status)) {
       $("stat-eta").textContent = "–";
     }
   }
@@ -111,7 +99,7 @@
       state.steps = ev.steps_per_epoch; state.epochs = ev.epochs; state.startTs = ev.ts;
       state.schedule = ev.schedule || "plateau";  // runs from before schedules had none
       // A finished run's replay must not flash "running" on its badge.
-      if (["queued", "running"].includes(state.status)) setStatus("running");
+      if (active(state.status)) setStatus("running");
       const extras = [];
       if (state.schedule !== "plateau") extras.push(state.schedule.replace("_", "-") + " schedule");
       if (ev.precision === "bfloat16") extras.push("bfloat16 maths");
@@ -162,17 +150,55 @@
     },
     run_finished(ev) {
       setStatus(ev.status);
-      const cancel = $("cancel");
-      if (cancel) cancel.hidden = true;
+      for (const id of ["cancel", "unlock-to-cancel"]) { const el = $(id); if (el) el.hidden = true; }
       if (ev.status === "succeeded") setProgress(1, ev.ts);
       const words = { succeeded: "Finished.", cancelled: "Cancelled: the best epoch so far is kept.",
                       failed: "Failed: " + (ev.error || "see the worker's log") };
       $("phase").textContent = words[ev.status] || ev.status;
       $("stat-eta").textContent = "–";
-      // A run that ended while this page watched: reload once to show its result.
-      if (initiallyActive) setTimeout(() => window.location.reload(), 1200);
+      flush();  // every curve complete before the result shows under it
+      // A run that ended while this page watched: its result is not on the page yet.
+      if (initiallyActive) showResult();
     },
   };
+
+  // The result section (confusion matrix, misclassified photos), rendered by the server as
+  // GET /runs/<id>/result and swapped in for #run-result: no reload, so the charts, the
+  // connection and anything else on the page stay. The worker writes the run's final status
+  // and summary before it announces the end, so one fetch normally finds them; should this
+  // process have heard of the end first (from the store poll), a few more tries do.
+  let resultShown = false;
+  async function showResult(triesLeft = 5) {
+    if (resultShown) return;
+    let next = null;
+    try {
+      const resp = await fetch("/runs/" + encodeURIComponent(runId) + "/result",
+                               { cache: "no-store" });
+      if (resp.ok) {
+        const tpl = document.createElement("template");
+        tpl.innerHTML = await resp.text();
+        next = tpl.content.getElementById("run-result");
+      }
+    } catch (err) { /* tried again below */ }
+    if (!next || active(next.dataset.status)) {
+      if (triesLeft > 1) setTimeout(() => showResult(triesLeft - 1), 1000);
+      return;
+    }
+    if (resultShown) return;
+    resultShown = true;
+    $("run-result").replaceWith(next);
+    const download = $("download");
+    if (download && next.dataset.downloadUrl) {
+      download.href = next.dataset.downloadUrl;
+      download.hidden = false;
+    }
+    if (next.dataset.error) {
+      const box = $("run-error");
+      box.textContent = next.dataset.error;
+      box.classList.toggle("error", next.dataset.status === "failed");
+      box.hidden = false;
+    }
+  }
 
   function onEvent(ev) {
     if (ev.run_id !== runId || ev.seq <= state.lastSeq) return;
@@ -190,30 +216,28 @@
     socket.emit("join", { run_id: runId, after: state.lastSeq }, (reply) => {
       if (reply && reply.ok) {
         // The reply follows the replayed events: draw them now, so "replayed" means drawn.
-        if (frame) { cancelAnimationFrame(frame); flush(); }
-        liveState(true, ["queued", "running"].includes(state.status) ? "live" : "replayed");
+        if (frame) flush();
+        liveState(true, active(state.status) ? "live" : "replayed");
       } else {
         liveState(false, "not connected");
-        $("live-error").textContent = (reply && reply.error) || "Could not watch this run.";
-        $("live-error").hidden = false;
+        Lab.showError("live-error", (reply && reply.error) || "Could not watch this run.");
       }
     });
   });
   socket.on("disconnect", () => liveState(false, "reconnecting…"));
   socket.on("run_event", onEvent);
 
-  // While queued, show the place in the queue.
-  if (state.status === "queued") {
-    const timer = setInterval(async () => {
-      if (state.status !== "queued") { clearInterval(timer); return; }
-      try {
-        const run = await (await fetch("/api/runs/" + encodeURIComponent(runId))).json();
-        if (run.status === "queued" && run.queue_position) {
-          $("phase").textContent = "Waiting in the queue: position " + run.queue_position + "…";
-        }
-      } catch (err) { /* the next tick tries again */ }
-    }, 2000);
-  }
+  // While queued, the place in the queue: the server pushes {run_id, queue_position} to the
+  // run's room whenever the queue changes (queue_position null once the run has left it).
+  // The first place comes with the page.
+  socket.on("queue_position", (msg) => {
+    if (!msg || msg.run_id !== runId || state.status !== "queued") return;
+    const place = msg.queue_position;
+    if (place === null && state.cancelling) return;  // "Cancelled before it started." stays
+    $("phase").textContent = Number.isInteger(place) && place > 0
+      ? "Waiting in the queue: position " + place + "…"
+      : "Out of the queue: starting…";
+  });
 
   const cancel = $("cancel");
   if (cancel) {
@@ -225,16 +249,15 @@
                                  { method: "POST" });
         const body = await resp.json();
         if (resp.ok) {
+          state.cancelling = true;
           $("phase").textContent = body.outcome === "cancelled" ? "Cancelled before it started."
             : "Stopping at the next batch; the best epoch so far is kept…";
         } else {
-          $("live-error").textContent = body.error || "Could not cancel this run.";
-          $("live-error").hidden = false;
+          Lab.showError("live-error", body.error || "Could not cancel this run.");
           cancel.disabled = false; cancel.textContent = "Cancel run";
         }
       } catch (err) {
-        $("live-error").textContent = "The lab did not answer; try again.";
-        $("live-error").hidden = false;
+        Lab.showError("live-error", "The lab did not answer; try again.");
         cancel.disabled = false; cancel.textContent = "Cancel run";
       }
     });

@@ -3,9 +3,9 @@
 // retyping.
 (function () {
   "use strict";
-  const form = document.getElementById("train-form");
+  const form = Lab.$("train-form");
   if (!form) return;
-  const note = document.getElementById("recipe-note");
+  const note = Lab.$("recipe-note");
   const keys = { epochs: "epochs", schedule: "schedule", labelSmoothing: "label_smoothing",
                  weightDecay: "weight_decay" };
   form.querySelectorAll('input[name="recipe"]').forEach((radio) => {

@@ -20,6 +20,17 @@ POINTS = "(id, trace) => { const el = document.getElementById(id);" \
          " return el && el.data && el.data[trace] ? el.data[trace].x.length : 0; }"
 
 
+def all_events(lab, run_id: str) -> list[dict]:
+    """Every stored event of a run, page after page."""
+    found: list[dict] = []
+    while True:
+        body = lab.get(f"/api/runs/{run_id}/events",
+                       params={"after": found[-1]["seq"] if found else 0}).json()
+        found += body["events"]
+        if not body["more"]:
+            return found
+
+
 def points(page, chart: str, trace: int) -> int:
     return page.evaluate(f"({POINTS})('{chart}', {trace})")
 
@@ -29,10 +40,20 @@ def wait_points(page, chart: str, trace: int, timeout: float = 120_000) -> None:
     page.wait_for_function(f"({POINTS})('{chart}', {trace}) > 0", timeout=timeout)
 
 
-def wait_replayed(page) -> None:
-    """Until a finished run's page has replayed all its events (the join's reply follows them)."""
-    page.wait_for_function("document.getElementById('live-text').textContent === 'replayed'",
-                           timeout=30_000)
+def wait_result(page, timeout: float = 180_000) -> None:
+    """Until the run's result is on its page with every curve drawn.
+
+    A page that watched the run end gets the result swapped in after its last event is drawn;
+    a page opened on a finished run has it from the server and has drawn the replay once
+    its live text says "replayed" (the join's reply follows the replayed events).
+    """
+    page.wait_for_function(
+        "() => { const active = ['queued', 'running'];"
+        " const watched = active.includes(document.getElementById('run').dataset.status);"
+        " return !!document.getElementById('confusion') &&"
+        " !active.includes(document.getElementById('status').textContent) &&"
+        " (watched || document.getElementById('live-text').textContent === 'replayed'); }",
+        timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -145,8 +166,7 @@ def test_choosing_a_recipe_fills_its_settings_and_the_run_follows_its_schedule(
     page.uncheck("input[name=augment]")
     page.click("#start")
     page.wait_for_url("**/runs/*")
-    page.wait_for_selector("#confusion", timeout=180_000)
-    wait_replayed(page)
+    wait_result(page)
     page.click("summary:has-text('Settings of this run')")
     config = page.locator("details dl").inner_text()
     assert "one_cycle" in config and "sprint_cnn" in config and "float32" in config
@@ -171,6 +191,8 @@ def test_launch_from_the_form_and_watch_live_on_two_pages(idle_lab, watched):
     run_url = first.url
     second = watched().page  # another viewer, e.g. a student's laptop
     second.goto(run_url)
+    for page in (first, second):
+        page.evaluate("window.__sameLoad = true")  # gone if the page reloads
     live = ("() => document.getElementById('status').textContent === 'running' && "
             "document.getElementById('loss-chart').data[0].x.length > 0")
     for page in (first, second):
@@ -181,13 +203,54 @@ def test_launch_from_the_form_and_watch_live_on_two_pages(idle_lab, watched):
                             timeout=120_000)
     shot(first, "run-live")
     for page in (first, second):
-        page.wait_for_selector("#confusion", timeout=180_000)  # reloaded with the result
-        wait_replayed(page)  # the replay passes through "running" on its way
+        wait_result(page)  # swapped in where the page watched it end
+        assert page.evaluate("window.__sameLoad === true")
         assert page.locator("#status").text_content() == "succeeded"
         # Batch points (running means) outnumber epoch points.
         assert points(page, "loss-chart", 0) > points(page, "loss-chart", 1) > 0
+    assert first.locator("#download").is_visible()
     assert first.locator("#download").get_attribute("href").endswith("/model.keras")
     shot(first, "run-finished")
+
+
+def test_the_result_of_a_run_appears_in_place_when_it_ends(idle_lab, watched):
+    run_id = idle_lab.launch({**TINY, "epochs": 3})
+    page = watched().page
+    navigations: list[str] = []
+    fragments: list[str] = []
+    page.on("framenavigated", lambda f: f == page.main_frame and navigations.append(f.url))
+    page.on("request", lambda r: r.url.endswith(f"/runs/{run_id}/result")
+            and fragments.append(r.url))
+    page.goto(f"{idle_lab.url}/runs/{run_id}")
+    assert page.locator("#run").get_attribute("data-status") in ("queued", "running")
+    assert page.locator("#confusion").count() == 0 and not page.locator("#download").is_visible()
+    page.evaluate("window.__marker = 1")  # gone if the page reloads
+    wait_result(page)
+    assert page.evaluate("window.__marker") == 1
+    assert navigations == [f"{idle_lab.url}/runs/{run_id}"]  # the goto, nothing since
+    assert len(fragments) == 1
+    assert page.locator("#run-result").count() == 1  # replaced, not added beside
+    assert page.locator("#status").text_content() == "succeeded"
+    assert page.locator("#status").get_attribute("class") == "badge succeeded"
+    assert page.locator("#phase").inner_text() == "Finished."
+    assert not page.locator("#cancel").is_visible()
+    assert page.locator("#download").is_visible()
+    assert page.locator("#download").get_attribute("href") == f"/runs/{run_id}/model.keras"
+    assert page.locator("#misclassified").count() == 1
+    run = idle_lab.run(run_id)
+    confusion = run["summary"]["validation"]["confusion"]
+    cells = [int(c) for c in page.locator("#confusion td").all_inner_texts()]
+    assert cells == confusion[0] + confusion[1]
+    # Everything drawn before the result appeared: one epoch point a finished epoch.
+    assert points(page, "loss-chart", 1) == run["epochs_done"] == 3
+    page.locator("#confusion").scroll_into_view_if_needed()
+    shot(page, "run-finished-in-place")
+    # The fragment alone: the same section; a missing run is a sentence, not a traceback.
+    fragment = idle_lab.get(f"/runs/{run_id}/result")
+    assert fragment.status_code == 200 and 'id="run-result"' in fragment.text
+    assert "<html" not in fragment.text and 'id="confusion"' in fragment.text
+    missing = idle_lab.get("/runs/no-such-run/result")
+    assert missing.status_code == 404 and "There is no run no-such-run" in missing.text
 
 
 def test_queue_position_and_cancel_from_the_run_pages(idle_lab, watched):
@@ -210,6 +273,31 @@ def test_queue_position_and_cancel_from_the_run_pages(idle_lab, watched):
     page.wait_for_function("document.getElementById('status').textContent === 'cancelled'",
                            timeout=60_000)
     assert idle_lab.run(running)["status"] == "cancelled"
+
+
+def test_queue_position_is_pushed_to_a_waiting_page_not_polled(idle_lab, watched):
+    """The server sends ``queue_position`` {run_id, queue_position} to the run's room each
+    time the queue changes; the page only listens (no HTTP polling)."""
+    running = idle_lab.launch(ENDLESS)
+    idle_lab.wait_status(running, "running")
+    ahead = idle_lab.launch({**TINY, "epochs": 1})
+    waiting = idle_lab.launch({**TINY, "epochs": 1})
+    page = watched().page
+    asked: list[str] = []
+    page.on("request", lambda r: "/api/runs/" in r.url and asked.append(r.url))
+    page.goto(f"{idle_lab.url}/runs/{waiting}")
+    assert "position 2" in page.locator("#phase").inner_text()  # from the page itself
+    page.wait_for_function("document.getElementById('live-text').textContent === 'live'",
+                           timeout=30_000)  # in the run's room
+    assert idle_lab.post(f"/api/runs/{ahead}/cancel").status_code == 202
+    page.wait_for_function("document.getElementById('phase').textContent"
+                           ".includes('position 1')", timeout=20_000)
+    assert page.locator("#status").text_content() == "queued"
+    # The worker frees up: the run leaves the queue, then starts.
+    assert idle_lab.post(f"/api/runs/{running}/cancel").status_code == 202
+    page.wait_for_function("!document.getElementById('phase').textContent"
+                           ".includes('position')", timeout=90_000)
+    assert asked == []  # nothing polled: every change was pushed
 
 
 def test_replayed_run_marks_early_stop_and_shows_its_mistakes(idle_lab, watched):
@@ -265,15 +353,50 @@ def test_runs_tab_overlays_ticked_runs(idle_lab, watched):
     while len(finished) < 2:
         run_id = idle_lab.launch({**TINY, "epochs": 2})
         finished.append(idle_lab.wait_status(run_id, "succeeded"))
+    with_history, without = finished[0]["id"], finished[1]["id"]
     page = watched().page
+    # A finished run's summary carries its per-epoch history: the page reads that instead of
+    # paging through every batch event. Here the first run's answer is given one (the
+    # backend may already keep it), with values no real run has, to see which is drawn.
+    history = [{"epoch": 1, "loss": 0.9, "accuracy": 0.5, "val_loss": 0.875,
+                "val_accuracy": 0.375, "lr": 0.01, "seconds": 1.0, "images_per_s": 40.0},
+               {"epoch": 2, "loss": 0.7, "accuracy": 0.6, "val_loss": 0.625,
+                "val_accuracy": 0.625, "lr": 0.01, "seconds": 1.0, "images_per_s": 40.0}]
+    answered_history: dict[str, bool] = {}
+
+    def run_answer(route):
+        resp = route.fetch()
+        body = resp.json()
+        if body.get("id") == with_history:
+            body["summary"] = {**(body.get("summary") or {}), "history": history}
+        answered_history[body.get("id")] = bool((body.get("summary") or {}).get("history"))
+        route.fulfill(response=resp, json=body)
+
+    events_read: list[str] = []
+    page.route("**/api/runs/*", run_answer)  # /api/runs/<id> only: * stops at a slash
+    page.on("request", lambda r: "/events" in r.url and events_read.append(r.url))
     page.goto(idle_lab.url + "/runs")
-    for run in finished[:2]:
-        page.check(f"input[value='{run['id']}']")
+    for run_id in (with_history, without):
+        page.check(f"input[value='{run_id}']")
     page.click("#overlay")
     page.wait_for_url("**/runs/compare*")
     page.wait_for_function("() => { const el = document.getElementById('cmp-acc');"
                            " return el.data && el.data.length === 2 &&"
                            " el.data.every(t => t.x.length > 0); }", timeout=30_000)
+    acc = page.evaluate("document.getElementById('cmp-acc').data.map(t => [t.x, t.y])")
+    order = page.evaluate("Array.from(document.querySelectorAll('.cmp-run'))"
+                          ".map(r => r.dataset.runId)")
+    assert acc[order.index(with_history)] == [[1, 2], [0.375, 0.625]]
+    loss = page.evaluate(f"document.getElementById('cmp-loss').data[{order.index(with_history)}].y")
+    assert loss == [0.875, 0.625]
+    # Events are read only for runs whose answer had no history (none, once the backend
+    # keeps it), and then only until they end.
+    assert answered_history[with_history] is True
+    assert not any(f"/runs/{with_history}/events" in url for url in events_read)
+    assert any(f"/runs/{without}/events" in url for url in events_read) == (
+        not answered_history[without])
+    assert acc[order.index(without)][0] == [e["epoch"] for e in all_events(idle_lab, without)
+                                            if e["type"] == "epoch"]
     shot(page, "compare")
 
 
