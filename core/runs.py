@@ -113,6 +113,22 @@ class RunService:
                 self._enqueue()
         return len(queued)
 
+    def heal_queue(self, waiting: int) -> int:
+        """Send training tasks for queued runs that have none (Redis lost its data, a message
+        was dropped): ``waiting`` is how many are on the queue now. Returns how many it sent.
+
+        A task claims the oldest queued run, not a given one, so a spare one finds nothing to
+        do and a run is never trained twice; the order stays first in, first out.
+        """
+        missing = len(self.store.run_ids(status="queued")) - waiting
+        if missing <= 0 or self._enqueue is None:
+            return 0
+        for _ in range(missing):
+            self._enqueue()
+        log.warning("%d queued run(s) had no task on the queue (Redis lost it?): sent again",
+                    missing)
+        return missing
+
     # -- the worker's side ------------------------------------------------------------------
 
     def claim_next(self, worker: str) -> dict[str, Any] | None:

@@ -57,8 +57,14 @@ class Settings:
     # Launching and cancelling others' runs need this when set; an open lab when None.
     passcode: str | None = None
     secret_key: str | None = None  # signs session cookies; kept in state_dir when unset
-    trust_proxy: bool = False  # take the client address from X-Forwarded-For
+    # Reverse proxies in front of the web process that append to X-Forwarded-For (and set
+    # X-Forwarded-Proto/Host): the client address is the entry that many from the right.
+    trusted_proxies: int = 0
     max_active_per_client: int = 3  # queued or running runs per address; 0: no cap
+    # Pages on these origins may call the lab from a browser, besides the lab's own.
+    allowed_origins: tuple[str, ...] = ()
+    # The session cookie's name: side-by-side labs on one host keep their own sessions.
+    session_cookie: str = "lab_session"
 
     @property
     def socketio_channel(self) -> str:
@@ -87,6 +93,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         state_dir=state_dir,
         passcode=env.get("LAB_PASSCODE") or None,
         secret_key=env.get("LAB_SECRET_KEY") or None,
-        trust_proxy=env.get("LAB_TRUST_PROXY", "").lower() in ("1", "true", "yes"),
+        trusted_proxies=_trusted_proxies(env),
         max_active_per_client=int(_number(env, "LAB_MAX_QUEUED_PER_CLIENT", 3, whole=True)),
+        allowed_origins=tuple(o.strip().rstrip("/") for o in
+                              env.get("LAB_ALLOWED_ORIGINS", "").split(",") if o.strip()),
+        session_cookie=env.get("LAB_SESSION_COOKIE")
+        or f"lab_session_{env.get('LAB_PORT') or '5000'}",
     )
+
+
+def _trusted_proxies(env: Mapping[str, str]) -> int:
+    """``LAB_TRUSTED_PROXIES`` (a count); the older on/off ``LAB_TRUST_PROXY`` means one."""
+    if env.get("LAB_TRUSTED_PROXIES") not in (None, ""):
+        return int(_number(env, "LAB_TRUSTED_PROXIES", 0, whole=True))
+    return 1 if env.get("LAB_TRUST_PROXY", "").lower() in ("1", "true", "yes") else 0

@@ -17,12 +17,12 @@ import time
 from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-from flask import Blueprint, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 
 from core.settings import Settings
 from dashboard.helpers import lab_settings
+from dashboard.security import safe_next
 
 log = logging.getLogger(__name__)
 
@@ -72,17 +72,16 @@ def locked() -> bool:
 
 
 def _fingerprint(passcode: str) -> str:
-    # Sessions hold a hash, never the passcode; changing LAB_PASSCODE signs everyone out.
-    return hashlib.sha256(b"kitten-puppy-lab:" + passcode.encode()).hexdigest()[:32]
+    # The session is signed but readable: it holds an HMAC keyed by the app's secret, which
+    # no dictionary run can reproduce without that secret (a bare hash of the passcode
+    # gave it away offline). Changing LAB_PASSCODE still signs everyone out.
+    return hmac.new(current_app.secret_key, b"unlocked:" + passcode.encode(),
+                    hashlib.sha256).hexdigest()
 
 
 def address() -> str:
-    """The caller's address (the proxy's, unless LAB_TRUST_PROXY lets X-Forwarded-For in)."""
-    if lab_settings().trust_proxy:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        first = forwarded.split(",")[0].strip()
-        if first:
-            return first[:45]
+    """The caller's address: the peer's, or behind LAB_TRUSTED_PROXIES the entry those
+    proxies appended to X-Forwarded-For (ProxyFix), never one the client wrote itself."""
     return (request.remote_addr or "unknown")[:45]
 
 
@@ -181,11 +180,8 @@ def check_queue_cap(store) -> None:
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path on this site: never an open redirect to another host. Browsers read
-    ``/\\host`` as ``//host``, so a backslash is refused too."""
-    if not target or not target.startswith("/") or "\\" in target or urlparse(target).netloc:
-        return url_for("runs.index")
-    return target
+    """Only a path on this site: never an open redirect to another host."""
+    return safe_next(target, url_for("runs.index"))
 
 
 @bp.app_context_processor

@@ -8,6 +8,7 @@ traceback. Runs change only through the runs service.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from flask import Blueprint, jsonify, request
@@ -17,6 +18,7 @@ from core import downloads
 from core.runs import QueueDown
 from dashboard import access, predict
 from dashboard.helpers import BadArgument, int_arg, json_error, lab_settings, run_service
+from dashboard.security import CrossSite
 from ml.config import TrainConfig, parse_config
 from ml.errors import ConfigError
 
@@ -48,6 +50,11 @@ def _denied(exc: access.Denied):
     return json_error(exc.status, exc.message)
 
 
+@bp.errorhandler(CrossSite)
+def _cross_site(exc: CrossSite):
+    return json_error(403, str(exc))
+
+
 @bp.errorhandler(BadArgument)
 def _bad_argument(exc: BadArgument):
     return json_error(400, str(exc))
@@ -59,6 +66,11 @@ def _unexpected(exc: Exception):
     return json_error(500, "something went wrong on the server; the details are in its log")
 
 
+# The lab has one web process: launches are checked against the cap and stored one at a
+# time, so 30 sent at once cannot all pass a count taken before any of them was stored.
+_launch_lock = threading.Lock()
+
+
 def launch(config: TrainConfig) -> dict[str, Any]:
     """Check the caller may launch, then create and queue the run; the run as stored.
 
@@ -68,8 +80,10 @@ def launch(config: TrainConfig) -> dict[str, Any]:
     """
     service = run_service()
     access.require_passcode("launching a run")
-    access.check_queue_cap(service.store)
-    return service.create(config.to_dict(), client=access.client_id())
+    client = access.client_id()
+    with _launch_lock:
+        access.check_queue_cap(service.store)
+        return service.create(config.to_dict(), client=client)
 
 
 # -- runs -------------------------------------------------------------------------------------

@@ -40,7 +40,9 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
 
     app.secret_key = access.secret_key(settings)
     # Lax: the unlocked session never rides along on another site's POST.
-    app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_NAME="lab_session")
+    # Named for this lab (its port, or LAB_SESSION_COOKIE): cookies ignore ports, so two labs
+    # on one host would otherwise share one cookie and sign each other out.
+    app.config.update(SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_NAME=settings.session_cookie)
     if not settings.passcode:
         log.info("LAB_PASSCODE is not set: anyone who can open the lab may launch and "
                  "cancel runs")
@@ -56,6 +58,9 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     from dashboard import live
 
     live.init_app(app, socketio, service, settings, start_background=start_background)
+    from dashboard import security
+
+    security.init_app(app)  # after Socket.IO: ProxyFix must wrap its middleware too
 
     from dashboard import api, assets, dataset, photos, predict, runs, train
 
@@ -69,6 +74,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
 
 def _register_error_pages(app: Flask) -> None:
     from dashboard.access import Denied
+    from dashboard.security import CrossSite
 
     def page(status: int, heading: str, message: str, **extra):
         return render_template("error.html", tab="", heading=heading, message=message,
@@ -88,6 +94,10 @@ def _register_error_pages(app: Flask) -> None:
         if request.path.startswith("/api/"):
             return jsonify({"error": message}), 413
         return page(413, "Upload too large", sentence(message))
+
+    @app.errorhandler(CrossSite)
+    def _cross_site(exc: CrossSite):
+        return page(403, "Refused", sentence(str(exc)))  # the API answers its own, in JSON
 
     @app.errorhandler(Denied)
     def _denied(exc: Denied):

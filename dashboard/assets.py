@@ -34,3 +34,9 @@ def socketio_bundle():
         abort(404, "the Socket.IO client is not installed; run `make install` (it runs "
                    "npm install for socket.io-client)")
     return send_file(SOCKETIO_CLIENT, mimetype="text/javascript", max_age=86400)
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """The paw, for pages with no icon of their own (an API answer opened in a tab)."""
+    return send_file(ROOT / "static" / "paw.svg", mimetype="image/svg+xml", max_age=86400)

@@ -11,9 +11,12 @@ so viewers also catch up when Redis drops messages (restarts, outages).
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import threading
 import time
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +33,14 @@ from ml.events import Event
 log = logging.getLogger(__name__)
 
 Send = Callable[[str, str, dict[str, Any]], None]  # (sid, message name, data)
+
+# Joins allowed in JOIN_WINDOW_S: one connection (a page joins once, rejoins on reconnect),
+# and one address (a whole class behind one school router).
+JOINS_PER_CONNECTION = 20
+JOINS_PER_ADDRESS = 600
+JOIN_WINDOW_S = 60.0
+# How often queued runs are checked for a lost task: a lost one waits at most this long.
+HEAL_EVERY_S = 20.0
 
 
 @dataclass
@@ -150,54 +161,136 @@ class RelayRedisManager(socketio.RedisManager):
 
 
 def start_poller(server: Any, relay: RunRelay, service: RunService, *, every_s: float = 2.0,
-                 reap_every_s: float = 15.0) -> None:
-    """Background loop: catch viewers up from the store; fail runs of vanished workers."""
+                 reap_every_s: float = 15.0, heal_every_s: float = HEAL_EVERY_S,
+                 waiting_tasks: Callable[[], int] | None = None) -> None:
+    """Background loop: catch viewers up from the store; fail runs of vanished workers; put
+    queued runs whose task was lost back on the queue."""
 
     def loop() -> None:
-        last_reap = 0.0
+        last_reap = last_heal = time.monotonic()
         while True:
             server.sleep(every_s)
+            now = time.monotonic()
             try:
-                if time.monotonic() - last_reap >= reap_every_s:
-                    last_reap = time.monotonic()
-                    service.reap_lost()
                 relay.poll()
-            except Exception as exc:  # the store is briefly unreachable: try again next round
+                if now - last_reap >= reap_every_s:
+                    last_reap = now
+                    service.reap_lost()
+            except Exception as exc:  # the store is briefly unreachable: next round
                 log.warning("live poll failed: %s", exc)
+            if waiting_tasks is not None and now - last_heal >= heal_every_s:
+                last_heal = now
+                try:
+                    service.heal_queue(waiting_tasks())
+                except Exception as exc:  # Redis is away: nothing can be queued anyway
+                    log.debug("queue check skipped: %s", exc)
 
     server.start_background_task(loop)
+
+
+class _TolerantJSON:
+    """The JSON codec of Socket.IO packets, refusing what cannot be read with a value the
+    handlers answer, instead of a RecursionError traceback in the log (deeply nested
+    payloads) and no reply."""
+
+    dumps = staticmethod(json.dumps)
+
+    @staticmethod
+    def loads(text: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return json.loads(text, **kwargs)
+        except RecursionError:
+            # The event's name leads the packet's array: keep it so the handler replies.
+            head = _EVENT_NAME.match(text if isinstance(text, str) else text.decode("utf-8",
+                                                                                   "replace"))
+            return [json.loads(head.group(1)) if head else "message", MALFORMED]
+
+
+_EVENT_NAME = re.compile(r'\s*\[\s*("(?:[^"\\]|\\.){0,64}")')
+MALFORMED = {"malformed": "the message is nested too deeply to read"}
+
+
+class JoinLimits:
+    """How often one connection, and one address, may join runs: each join replays the
+    run's stored events, so a client joining in a loop could keep the server busy."""
+
+    def __init__(self, per_connection: int = JOINS_PER_CONNECTION,
+                 per_address: int = JOINS_PER_ADDRESS, window_s: float = JOIN_WINDOW_S):
+        self.per_connection, self.per_address, self.window_s = (per_connection, per_address,
+                                                                window_s)
+        self._joins: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def refusal(self, sid: str, address: str) -> str | None:
+        """Count a join; a sentence when it is one too many, else None."""
+        now = time.monotonic()
+        with self._lock:
+            for key, cap in ((f"sid:{sid}", self.per_connection),
+                             (f"addr:{address}", self.per_address)):
+                recent = self._joins[key]
+                while recent and now - recent[0] > self.window_s:
+                    recent.popleft()
+                if len(recent) >= cap:
+                    who = "this connection" if key.startswith("sid:") else "this address"
+                    return (f"too many joins from {who} (at most {cap} a minute); wait a "
+                            f"minute, then reload the page")
+            for key in (f"sid:{sid}", f"addr:{address}"):
+                self._joins[key].append(now)
+        return None
+
+    def forget(self, sid: str) -> None:
+        with self._lock:
+            self._joins.pop(f"sid:{sid}", None)
 
 
 def init_app(app: Flask, server: Any, service: RunService, settings: Settings, *,
              start_background: bool = True) -> RunRelay:
     """Wire the Socket.IO server to Redis and the relay, and register its handlers."""
+    from dashboard.security import origin_allowed
+
     manager = RelayRedisManager(settings.redis_url, channel=settings.socketio_channel)
+
+    def allowed(origin: str | None, environ: dict[str, Any]) -> bool:
+        with app.app_context():  # origin_allowed reads the lab's settings
+            return origin_allowed(origin, environ)
+
     server.init_app(app, async_mode="threading", client_manager=manager,
-                    cors_allowed_origins=[])
+                    cors_allowed_origins=allowed, json=_TolerantJSON)
     relay = RunRelay(service.store, lambda sid, name, data: server.emit(
         name, data, to=sid, ignore_queue=True))
     manager.relay = relay
     app.extensions["lab_relay"] = relay
-    _register_handlers(server, service, relay)
+    _register_handlers(server, service, relay, JoinLimits())
     if start_background:
-        start_poller(server, relay, service,
-                     reap_every_s=min(15.0, settings.lost_after_s / 2))
+        from worker.celery_app import waiting_tasks
+
+        start_poller(server, relay, service, reap_every_s=min(15.0, settings.lost_after_s / 2),
+                     waiting_tasks=waiting_tasks)
     return relay
 
 
-def _register_handlers(server: Any, service: RunService, relay: RunRelay) -> None:
+def _register_handlers(server: Any, service: RunService, relay: RunRelay,
+                       limits: JoinLimits) -> None:
     @server.on("join")
     def on_join(data: Any = None):
         """``join`` {run_id, after?}: stored events after ``after``, then live ones."""
+        if data == MALFORMED:
+            return {"ok": False, "error": MALFORMED["malformed"]}
         if not isinstance(data, dict) or not isinstance(data.get("run_id"), str):
             return {"ok": False, "error": 'send {"run_id": "..."} to watch a run'}
         after = data.get("after", 0)
         if isinstance(after, bool) or not isinstance(after, int) or after < 0:
             return {"ok": False, "error": "after must be a sequence number (0 or more)"}
-        run_id = data["run_id"]
+        run_id = data["run_id"][:64]
+        refusal = limits.refusal(request.sid, request.remote_addr or "unknown")
+        if refusal:
+            return {"ok": False, "error": refusal}
         run = service.store.get_run(run_id)
         if run is None:
             return {"ok": False, "error": f"there is no run {run_id!r}"}
+        # Past the run's last event there is nothing to send (and no number too big to ask
+        # the store with).
+        after = min(after, run["last_seq"])
         last = relay.join(request.sid, run_id, after)
         return {"ok": True, "run_id": run_id, "last_seq": last,
                 "queue_position": run["queue_position"]}
@@ -211,3 +304,4 @@ def _register_handlers(server: Any, service: RunService, relay: RunRelay) -> Non
     @server.on("disconnect")
     def on_disconnect(*_args):
         relay.leave(request.sid)
+        limits.forget(request.sid)

@@ -48,3 +48,11 @@ class WeightsDownloadError(ModelError):
 
 class DownloadError(LabError):
     """The dataset could not be downloaded or unpacked (offline, refused, corrupt)."""
+
+
+class DiskFullError(LabError):
+    """The disk under a run's output folder has no room for the run's files.
+
+    Raised before training when the free space is short of what the run needs, and during
+    a run when no model at all could be saved; the message says how much room there is.
+    """

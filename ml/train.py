@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
 import os
+import shutil
 import time
 import uuid
 import warnings
@@ -16,7 +18,19 @@ from typing import Any
 from ml import events
 from ml.config import TrainConfig, parse_config
 from ml.data import CLASS_NAMES, require_photos, scan, split_frame, stratified_sample
-from ml.errors import DatasetError
+from ml.disk import (
+    check_free_space,
+    discard,
+    disk_needed,
+    free_bytes,
+    full_message,
+    human_size,
+    is_disk_full,
+    tmp_path,
+    write_files,
+    write_making_room,
+)
+from ml.errors import DatasetError, DiskFullError, LabError
 from ml.events import BATCH_EVENTS_PER_S, EventHandler, EventSink, LocalLog
 from ml.model_io import CARD_FILE, MODEL_FILE
 
@@ -24,6 +38,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FILE = "best.weights.h5"
 BEST_FILE = "best.json"  # the checkpoint's epoch and score, so a resumed run keeps its best
+BACKUP_FILE = "latest.weights.h5"  # what Keras's BackupAndRestore writes in resume_dir
 MAX_MISCLASSIFIED = 48
 # At equal validation accuracy, a later epoch replaces the kept one only if its validation
 # loss is lower by more than this (so noise in the loss does not move the pick).
@@ -65,6 +80,8 @@ def _make_event_callback(record: EventSink, *, steps: int, batch_size: int,
             self.best_epoch: int | None = None
             self.history: list[dict[str, Any]] = []
             self.early_stopped_at: int | None = None
+            # What could not be saved because the disk is full (the run stopped there).
+            self.unsaved: str | None = None
 
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch_no = epoch + 1
@@ -113,15 +130,29 @@ def _make_event_callback(record: EventSink, *, steps: int, batch_size: int,
             val_acc, val_loss = logs.get("val_accuracy"), logs.get("val_loss")
             if val_acc is not None and is_better_epoch(
                     val_acc, val_loss, self.best_val_accuracy, self.best_val_loss):
-                self.best_val_accuracy = float(val_acc)
-                self.best_val_loss = None if val_loss is None else float(val_loss)
-                self.best_epoch = epoch_no
-                # On disk, so a killed run still leaves its best epoch behind.
-                self.model.save_weights(checkpoint_path)
-                _write_json(checkpoint_path.with_name(BEST_FILE),
-                            {"epoch": epoch_no, "val_accuracy": self.best_val_accuracy,
-                             "val_loss": self.best_val_loss})
-                record(events.checkpoint(epoch=epoch_no, val_accuracy=float(val_acc)))
+                best = {"epoch": epoch_no, "val_accuracy": float(val_acc),
+                        "val_loss": None if val_loss is None else float(val_loss)}
+                try:
+                    # On disk, so a killed run still leaves its best epoch behind; both
+                    # files renamed into place once whole, so a full disk leaves the
+                    # previous best checkpoint as it was.
+                    write_files((checkpoint_path, self.model.save_weights),
+                                 (checkpoint_path.with_name(BEST_FILE),
+                                  lambda path: _dump_json(path, best)))
+                except Exception as exc:
+                    if not is_disk_full(exc):
+                        raise
+                    self.unsaved = f"epoch {epoch_no}'s checkpoint"
+                    self.model.stop_training = True  # nothing later could be saved either
+                else:
+                    self.best_val_accuracy = best["val_accuracy"]
+                    self.best_val_loss = best["val_loss"]
+                    self.best_epoch = epoch_no
+                    record(events.checkpoint(epoch=epoch_no, val_accuracy=float(val_acc)))
+                if self.unsaved is not None:
+                    # h5py holds the failed file open until its exception is garbage: close
+                    # it now, while the space its truncation gave back is there.
+                    gc.collect()
             new_lr = _lr(self.model)
             # A fixed schedule lowers the rate every step: only plateau cuts are news.
             if report_lr_cuts and new_lr < self._lr_begin * (1 - 1e-6):
@@ -165,11 +196,8 @@ def _build(cfg: TrainConfig, image_size: int, learning_rate: Any, precision: str
                            weight_decay=cfg.weight_decay, pretrained=pretrained)
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically so a reader never sees half a card."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+def _dump_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True))
 
 
 def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLike[str],
@@ -197,13 +225,20 @@ def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLi
         summary = _train(cfg, Path(data_dir), out, record, should_stop, run_id, pretrained,
                          resume_dir)
     except BaseException as exc:
+        error: BaseException = exc
+        if isinstance(exc, Exception) and not isinstance(exc, LabError) and is_disk_full(exc):
+            # Never a library's text (h5py's names file descriptors and buffer addresses).
+            error = DiskFullError(full_message(out))
         status = "cancelled" if isinstance(exc, KeyboardInterrupt) else "failed"
-        record(events.run_finished(status, error=str(exc) or type(exc).__name__))
+        record(events.run_finished(status, error=str(error) or type(error).__name__))
+        if error is not exc:
+            raise error from exc
         raise
     record(events.run_finished(summary["status"],
                                best_val_accuracy=summary["metrics"]["best_val_accuracy"],
                                best_epoch=summary["metrics"]["best_epoch"],
-                               model_id=summary["model_id"]))
+                               model_id=summary["model_id"],
+                               error="; ".join(summary["notes"]) or None))
     return summary
 
 
@@ -232,7 +267,6 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
     from ml.tf_env import resolve_precision
 
     keras.utils.set_random_seed(cfg.seed)
-    out.mkdir(parents=True, exist_ok=True)
     train_ds = make_dataset(train_df, image_size, cfg.batch_size, shuffle=True, seed=cfg.seed)
     val_ds = make_dataset(val_df, image_size, cfg.batch_size, shuffle=False)
     steps = math.ceil(len(train_df) / cfg.batch_size)
@@ -240,6 +274,15 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
     model = _build(cfg, image_size,
                    learning_rate_schedule(cfg.schedule, learning_rate, steps * cfg.epochs),
                    precision, pretrained)
+    # Before anything is written: a run the disk cannot hold fails now, not hours later.
+    check_free_space(disk_needed(model, out, None if resume_dir is None else Path(resume_dir),
+                                 checkpoint_file=CHECKPOINT_FILE, backup_file=BACKUP_FILE), out)
+    out.mkdir(parents=True, exist_ok=True)
+    for name in (CHECKPOINT_FILE, BEST_FILE, MODEL_FILE, CARD_FILE):
+        # what a killed run was writing (and the JSON files' temporary names of old)
+        for stale in (tmp_path(out / name), out / f"{name}.tmp"):
+            if stale.is_file():
+                discard(stale)
 
     record(events.run_started(
         config=cfg.to_dict(), recipe=cfg.recipe, image_size=image_size,
@@ -277,10 +320,35 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
         # The dataset's length is unknown to Keras (undecodable files are dropped), so it
         # warns at the end of every first epoch that the input "ran out of data".
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
-        model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
-                  callbacks=[*callbacks, progress], verbose=0,
-                  shuffle=False)  # the dataset shuffles itself
+        backup_failed = False
+        try:
+            model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
+                      callbacks=[*callbacks, progress], verbose=0,
+                      shuffle=False)  # the dataset shuffles itself
+        except Exception as exc:
+            # Keras's BackupAndRestore writes its backup in place: a full disk breaks it
+            # half-way, and that backup could not resume anything.
+            if resume_dir is None or not is_disk_full(exc):
+                raise
+            backup_failed = True
+        full = (out, "models folder")  # the folder that filled up, for the messages
+        if backup_failed:
+            progress.unsaved = "the run's backup"
+            full = (Path(resume_dir), "backup folder")
+            gc.collect()
+            discard(Path(resume_dir) / BACKUP_FILE)
+            shutil.rmtree(resume_dir, ignore_errors=True)  # as a finished run leaves it
     seconds = time.monotonic() - started
+    notes = []
+    if progress.unsaved is not None:
+        if progress.best_epoch is None:  # not one epoch saved: no model to end with
+            raise DiskFullError(full_message(*full))
+        folder = full[0]
+        notes.append(f"{progress.unsaved} could not be saved because the disk is full "
+                     f"({human_size(free_bytes(folder))} free on {folder}), so the run stopped "
+                     f"there and kept epoch {progress.best_epoch}, the best epoch saved; free "
+                     f"some space before the next run")
+        log.warning("run %s: %s", run_id, notes[-1])
     if progress.best_epoch is not None:
         model.load_weights(checkpoint_path)  # keep the best epoch, not the last
     if precision != "float32":
@@ -296,7 +364,6 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
     validation = evaluate_frame(model, image_size, val_df, cfg.batch_size,
                                 max_misclassified=MAX_MISCLASSIFIED)
     model_path = out / MODEL_FILE
-    model.save(model_path)
     status = "cancelled" if progress.cancelled else "succeeded"
     card = {
         "model_id": run_id,
@@ -323,11 +390,20 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
         },
         "history": progress.history,
         "validation": validation,
+        "notes": notes,
         "model_file": MODEL_FILE,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__},
     }
-    _write_json(out / CARD_FILE, card)
+    # The best epoch's weights are in the model now, so its checkpoint is needed only to
+    # resume: when the disk is too full for model.keras or the card, it makes room.
+    spare = [checkpoint_path, checkpoint_path.with_name(BEST_FILE)]
+    write_making_room(model_path, model.save, spare, out)
+    try:
+        write_making_room(out / CARD_FILE, lambda path: _dump_json(path, card), spare, out)
+    except DiskFullError:
+        discard(model_path)  # no run's model without its card: give the space back
+        raise
     log.debug("saved %s (best val accuracy %s at epoch %s)", model_path,
              progress.best_val_accuracy, progress.best_epoch)
     return {k: v for k, v in card.items() if k != "history"}

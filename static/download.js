@@ -45,8 +45,8 @@
     $("download-error").hidden = true;
     $("download-start").disabled = true;
     try {
-      const resp = await fetch(stateUrl, { method: "POST", headers: { "Content-Type": "application/json" },
-                                           body: "{}" });
+      const resp = await Lab.post(stateUrl, { headers: { "Content-Type": "application/json" },
+                                             body: "{}" });
       const body = await resp.json();
       if (!resp.ok) showError(body.error || "the download could not start");
       else follow();
@@ -57,7 +57,7 @@
     }
   });
   $("download-cancel").addEventListener("click", async () => {
-    await fetch(stateUrl + "/cancel", { method: "POST" });
+    await Lab.post(stateUrl + "/cancel");
     poll();
   });
   // A download started elsewhere (another browser, make data) shows up here too.

@@ -46,6 +46,15 @@
   // Bytes as MB of 1,048,576 bytes, as the server counts its limits (MAX_CONTENT_LENGTH // 2**20).
   const mb = (bytes) => (bytes / 1048576).toFixed(1) + " MB";
 
-  window.Lab = Object.freeze({ $: $, showError: showError, mb: mb, colours: colours,
+  // fetch() for a request that changes something: sends the page's token (the server
+  // refuses a browser's POST without it, so other sites' pages cannot make one).
+  function post(url, options) {
+    const token = document.querySelector('meta[name="csrf-token"]');
+    const headers = Object.assign({}, (options || {}).headers,
+                                  token ? { "X-CSRF-Token": token.content } : {});
+    return fetch(url, Object.assign({}, options, { method: "POST", headers: headers }));
+  }
+
+  window.Lab = Object.freeze({ $: $, showError: showError, mb: mb, colours: colours, post: post,
                                palette: palette, plotConfig: plotConfig, layout: layout });
 })();

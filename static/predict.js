@@ -72,7 +72,7 @@
     body.append("model", $("model").value);
     for (const f of files) body.append("photos", f, f.name);
     try {
-      const resp = await fetch("/api/predict", { method: "POST", body: body });
+      const resp = await Lab.post("/api/predict", { body: body });
       let answer;
       try { answer = await resp.json(); } catch (err) { answer = {}; }
       if (!answer.results) {

@@ -218,6 +218,8 @@
         // The reply follows the replayed events: draw them now, so "replayed" means drawn.
         if (frame) flush();
         liveState(true, active(state.status) ? "live" : "replayed");
+        // The place in line as it is now: any move missed while disconnected is made good.
+        if (reply.queue_position) showPlace({ run_id: runId, queue_position: reply.queue_position });
       } else {
         liveState(false, "not connected");
         Lab.showError("live-error", (reply && reply.error) || "Could not watch this run.");
@@ -230,14 +232,15 @@
   // While queued, the place in the queue: the server pushes {run_id, queue_position} to the
   // run's room whenever the queue changes (queue_position null once the run has left it).
   // The first place comes with the page.
-  socket.on("queue_position", (msg) => {
+  function showPlace(msg) {
     if (!msg || msg.run_id !== runId || state.status !== "queued") return;
     const place = msg.queue_position;
     if (place === null && state.cancelling) return;  // "Cancelled before it started." stays
     $("phase").textContent = Number.isInteger(place) && place > 0
       ? "Waiting in the queue: position " + place + "…"
       : "Out of the queue: starting…";
-  });
+  }
+  socket.on("queue_position", showPlace);
 
   const cancel = $("cancel");
   if (cancel) {
@@ -245,8 +248,7 @@
       cancel.disabled = true;
       cancel.textContent = "Cancelling…";
       try {
-        const resp = await fetch("/api/runs/" + encodeURIComponent(runId) + "/cancel",
-                                 { method: "POST" });
+        const resp = await Lab.post("/api/runs/" + encodeURIComponent(runId) + "/cancel");
         const body = await resp.json();
         if (resp.ok) {
           state.cancelling = true;

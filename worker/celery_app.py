@@ -134,6 +134,16 @@ def queue_download(source: str) -> None:
     app.send_task(DOWNLOAD_TASK, kwargs={"source": source}, ignore_result=True)
 
 
+def waiting_tasks() -> int:
+    """Tasks on the queue that no worker has taken yet."""
+    import redis
+
+    client = redis.Redis.from_url(runtime.settings().redis_url, socket_timeout=2,
+                                  socket_connect_timeout=2)
+    queue = app.conf.task_default_queue or "celery"
+    return int(client.llen(queue))
+
+
 def live_workers() -> list[dict]:
     """Workers that announced themselves in the last ``PRESENCE_TTL_S`` seconds."""
     import redis
