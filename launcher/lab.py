@@ -1,10 +1,16 @@
 """``make run``: the whole lab on this machine (redis-server if none answers, one worker, web).
 
-Ctrl-C stops what this command started and nothing else: a redis-server that was already
-running is left alone, and each part runs in its own process group so the terminal's
-Ctrl-C reaches only this launcher, which then stops them in order (the web server, the
-worker, which ends a run in progress at the next batch and keeps its best weights, and
-the redis-server it started).
+A part that dies is logged and started again (after 1 s, then 2 s, 4 s … up to 30 s; back
+to 1 s once it has stayed up a minute), alone: the others, and a run in training, are left
+as they are. A part that dies 5 times in 2 minutes is reported and left stopped; the others
+keep running. The restarted redis-server reads its append-only file back, so queued tasks
+survive it; the restarted worker has the same name, so it fails its own lost run at once.
+
+Ctrl-C (or SIGTERM) stops what this command started and nothing else: a redis-server that
+was already running is left alone, and each part runs in its own process group so the
+terminal's Ctrl-C reaches only this launcher, which then stops them in order (the web
+server, the worker, which ends a run in progress at the next batch and keeps its best
+weights, and the redis-server it started).
 """
 
 from __future__ import annotations
@@ -51,34 +57,35 @@ def _redis_answers(host: str, port: int) -> bool:
     return reply.startswith((b"+PONG", b"-NOAUTH"))
 
 
-def _wait_for_stop() -> str:
-    """Block until SIGINT or SIGTERM; returns the signal's name."""
-    received: list[str] = []
+class Stopped(Exception):  # noqa: N818 - not an error: Ctrl-C while the lab was starting
+    """SIGINT or SIGTERM arrived while the parts were starting."""
 
-    def handler(signum, _frame):
-        received.append(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    while not received:
+_received: list[str] = []
+_starting = True
+supervisor = processes.Supervisor()
+
+
+def _on_signal(signum, _frame) -> None:
+    name = signal.Signals(signum).name
+    _received.append(name)
+    if _starting:  # a part may take a minute to be ready: stop now, not after it
+        raise Stopped(name)
+
+
+def _supervise() -> int:
+    """Keep the parts running until SIGINT or SIGTERM (0), or until every part is given
+    up on (1)."""
+    global _starting
+    _starting = False
+    while not _received:
         time.sleep(0.3)
-        died = _check_parts()
-        if died:
-            return died
-    return received[0]
-
-
-_parts: list[processes.Service] = []
-
-
-def _check_parts() -> str | None:
-    for part in _parts:
-        if not part.alive():
-            log.error("%s stopped unexpectedly (exit code %s); its log %s ends with:\n%s",
-                      part.name, part.popen.returncode, part.log_path,
-                      part.log_text()[-2000:])
-            return f"{part.name} exited"
-    return None
+        supervisor.poll()
+        if supervisor.all_given_up():
+            log.error("every part of the lab has stopped for good; stopping")
+            return 1
+    log.info("stopping (%s)…", _received[0])
+    return 0
 
 
 def run() -> int:
@@ -99,48 +106,55 @@ def run() -> int:
         if redis_host not in LOCAL_HOSTS:
             raise LaunchError(f"no Redis answers at {redis_host}:{redis_port} (REDIS_URL); "
                               f"start it there, or unset REDIS_URL to use a local one")
-        log.info("starting redis-server on 127.0.0.1:%d (data in %s)", redis_port,
-                 state_dir / f"redis-{redis_port}")
-        _parts.append(processes.start_redis(redis_port, state_dir / f"redis-{redis_port}"))
+        redis_dir = state_dir / f"redis-{redis_port}"
+        log.info("starting redis-server on 127.0.0.1:%d (data in %s)", redis_port, redis_dir)
+        supervisor.start("redis-server", lambda: processes.spawn_redis(redis_port, redis_dir),
+                         ready_timeout=20)
     else:
         log.info("using the Redis that already answers at %s:%d", redis_host, redis_port)
 
     if not settings.data_dir.is_dir():
         log.warning("no dataset at %s: the Dataset tab explains how to get one "
                     "(make data, or set LAB_DATA_DIR)", settings.data_dir)
-    # One worker, named after the port so two labs on one machine never share a name.
+    # One worker, named after the port so two labs on one machine never share a name; a
+    # restarted one keeps it, and so fails the run its previous process was training.
     log.info("starting a training worker (log: %s)", logs / "worker.log")
-    _parts.append(processes.start_worker({}, logs / "worker.log", name=f"lab-{port}"))
+    supervisor.start("the training worker",
+                     lambda: processes.spawn_worker({}, logs / "worker.log", name=f"lab-{port}"),
+                     ready_timeout=90, stop_timeout=120)
     log.info("starting the web server (log: %s)", logs / "web.log")
-    _parts.append(processes.start_web({"LAB_HOST": host}, port, logs / "web.log", host=host))
+    supervisor.start("the web server",
+                     lambda: processes.spawn_web({"LAB_HOST": host}, port, logs / "web.log",
+                                                 host=host),
+                     ready_timeout=60)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     log.info("Kitten-and-Puppy Lab is up: http://%s:%d/  (Ctrl-C stops it)", shown, port)
-
-    reason = _wait_for_stop()
-    log.info("stopping (%s)…", reason)
-    return 0 if reason in ("SIGINT", "SIGTERM") else 1
+    return _supervise()
 
 
 def stop_all() -> None:
     """Stop the parts this launcher started, newest first; a run in progress is saved."""
-    for part in reversed(_parts):
-        part.stop(timeout=120 if part.name.startswith("celery") else 20)
-        log.info("stopped %s", part.name)
-    _parts.clear()
+    supervisor.stop_all()
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%H:%M:%S")
     code = 1
+    signal.signal(signal.SIGINT, _on_signal)
+    signal.signal(signal.SIGTERM, _on_signal)
     try:
         code = run()
+    except Stopped as stopped:
+        log.info("stopping (%s) before the lab was up…", stopped)
+        code = 0
     except (LaunchError, processes.StackError) as exc:
         log.error("%s", exc)
         code = 2
     finally:
         # Ctrl-C again while stopping should not leave orphans: ignore it until done.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop_all()
     sys.exit(code)
 
