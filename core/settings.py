@@ -65,6 +65,8 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     # The session cookie's name: side-by-side labs on one host keep their own sessions.
     session_cookie: str = "lab_session"
+    # Each training process's share of a GPU's memory; 0: as much as it grows to need.
+    gpu_memory_mb: int = 0
 
     @property
     def socketio_channel(self) -> str:
@@ -99,6 +101,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                               env.get("LAB_ALLOWED_ORIGINS", "").split(",") if o.strip()),
         session_cookie=env.get("LAB_SESSION_COOKIE")
         or f"lab_session_{env.get('LAB_PORT') or '5000'}",
+        gpu_memory_mb=int(_number(env, "LAB_GPU_MEMORY_MB", 0, whole=True)),
     )
 
 

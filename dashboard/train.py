@@ -46,8 +46,9 @@ FIELDS = (
     Field("weight_decay", "Weight decay", "Above 0, AdamW shrinks the weights a little every "
           "step, a brake on over-fitting; 0.05 did not help res_cnn, so no recipe uses it.",
           step="0.01", blank="the recipe's"),
-    Field("precision", "Precision", "bfloat16 maths trains up to 2x faster on CPUs that do "
-          "it natively; the saved model is float32 either way.",
+    Field("precision", "Precision", "Auto picks bfloat16 on CPUs that do it natively (up to "
+          "2x faster) and float16 on GPUs with tensor cores; the saved model is float32 "
+          "either way.",
           choices=CHOICES["precision"]),
     Field("val_split", "Validation share", "Held out each run to pick the best epoch.",
           step="0.01"),

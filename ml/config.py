@@ -52,6 +52,7 @@ PRECISIONS = {
     "auto": "auto",
     "float32": "float32",
     "bfloat16": "bfloat16 (mixed)",
+    "float16": "float16 (mixed, for GPUs with tensor cores)",
 }
 # Settings a recipe supplies when the caller leaves them out (see ml.recipes.Recipe).
 RECIPE_DEFAULTS = ("epochs", "schedule", "label_smoothing", "weight_decay")

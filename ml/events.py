@@ -14,14 +14,15 @@ Types and their fields (beyond the four common ones):
 - ``run_queued``     config
 - ``run_started``    config, epochs, steps_per_epoch, train_count, val_count, skipped_count,
                      recipe, image_size, learning_rate, schedule, label_smoothing,
-                     weight_decay, precision ("float32" | "bfloat16", what "auto" resolved to)
+                     weight_decay, precision ("float32" | "bfloat16" | "float16", what "auto"
+                     resolved to), device (what it trains on: ``ml.device.describe_device``)
 - ``batch``          epoch (1-based), step (1-based), steps, loss, accuracy, lr, images_per_s,
                      aggregation="running_mean" (Keras reports batch metrics as running means
                      over the epoch so far, not the loss of that one batch). Throttled: at most
                      ``BATCH_EVENTS_PER_S`` a second, plus the first and last step of each epoch.
 - ``epoch``          epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds (with
                      validation), images_per_s (training part only), partial (cancelled
-                     mid-epoch)
+                     mid-epoch), gpu (None on a CPU; else utilisation_pct, memory_used_mb)
 - ``lr_reduced``     epoch, old_lr, new_lr (reduce-on-plateau cuts only; under a cosine or
                      one-cycle schedule the ``lr`` of batch and epoch events traces the curve)
 - ``early_stopped``  epoch, best_epoch
@@ -88,13 +89,14 @@ def run_queued(config: dict[str, Any]) -> Body:
 def run_started(*, config: dict[str, Any], recipe: str, image_size: int,
                 learning_rate: float, epochs: int, steps_per_epoch: int, train_count: int,
                 val_count: int, skipped_count: int, schedule: str, label_smoothing: float,
-                weight_decay: float, precision: str) -> Body:
+                weight_decay: float, precision: str, device: dict[str, Any] | None = None
+                ) -> Body:
     """Training began: what it trains on and how."""
     return _body("run_started", config=config, recipe=recipe, image_size=image_size,
                  learning_rate=learning_rate, epochs=epochs, steps_per_epoch=steps_per_epoch,
                  train_count=train_count, val_count=val_count, skipped_count=skipped_count,
                  schedule=schedule, label_smoothing=label_smoothing,
-                 weight_decay=weight_decay, precision=precision)
+                 weight_decay=weight_decay, precision=precision, device=device)
 
 
 def batch(*, epoch: int, step: int, steps: int, loss: float | None, accuracy: float | None,
@@ -106,11 +108,11 @@ def batch(*, epoch: int, step: int, steps: int, loss: float | None, accuracy: fl
 
 def epoch(*, epoch: int, loss: float | None, accuracy: float | None, val_loss: float | None,
           val_accuracy: float | None, lr: float, seconds: float, images_per_s: float,
-          partial: bool = False) -> Body:
-    """One finished epoch, with its validation pass."""
+          partial: bool = False, gpu: dict[str, Any] | None = None) -> Body:
+    """One finished epoch, with its validation pass (and how busy the GPU is, if any)."""
     return _body("epoch", epoch=epoch, loss=loss, accuracy=accuracy, val_loss=val_loss,
                  val_accuracy=val_accuracy, lr=lr, seconds=seconds, images_per_s=images_per_s,
-                 partial=partial)
+                 partial=partial, gpu=gpu)
 
 
 def lr_reduced(*, epoch: int, old_lr: float, new_lr: float) -> Body:

@@ -44,25 +44,59 @@ def native_bfloat16() -> bool:
     return False
 
 
-def resolve_precision(setting: str) -> str:
-    """``"float32"`` or ``"bfloat16"`` for a config's precision (``"auto"`` decides here).
+TENSOR_CORES = (7, 0)  # compute capability of the first NVIDIA GPUs with them (Volta)
 
-    Auto picks bfloat16 only on a CPU-only machine whose CPU has it natively: on this
-    project's AMD EPYC it doubled fast_cnn's training speed at 96 px and cost res_cnn
-    nothing at 128 px (docs/BENCHMARKS.md).
-    """
+
+def choose_precision(setting: str, gpu_capabilities: list[tuple[int, int] | None],
+                     cpu_bfloat16: bool) -> str:
+    """What ``"auto"`` means on a machine: mixed float16 on GPUs that all have tensor cores
+    (float32 on older ones), bfloat16 on a CPU-only machine whose CPU does it natively (on
+    this project's AMD EPYC it doubled fast_cnn's speed at 96 px, docs/BENCHMARKS.md),
+    float32 elsewhere. Any other setting is kept."""
+    if setting != "auto":
+        return setting
+    if gpu_capabilities:
+        return "float16" if all(c is not None and c >= TENSOR_CORES
+                                for c in gpu_capabilities) else "float32"
+    return "bfloat16" if cpu_bfloat16 else "float32"
+
+
+def resolve_precision(setting: str) -> str:
+    """``"float32"``, ``"bfloat16"`` or ``"float16"`` for a config's precision, deciding
+    ``"auto"`` from this machine's devices (see ``choose_precision``)."""
     if setting != "auto":
         return setting
     import tensorflow as tf
 
-    if tf.config.list_physical_devices("GPU"):
-        return "float32"
-    return "bfloat16" if native_bfloat16() else "float32"
+    capabilities = [tf.config.experimental.get_device_details(gpu).get("compute_capability")
+                    for gpu in tf.config.list_physical_devices("GPU")]
+    return choose_precision(setting, capabilities, native_bfloat16())
+
+
+def share_gpus(memory_limit_mb: int | None = None) -> int:
+    """Let several runs share each GPU: TensorFlow otherwise takes all of a GPU's memory
+    for the first process. Memory grows as a run needs it, or with ``memory_limit_mb`` each
+    process gets at most that much. Call before TensorFlow first touches a GPU; returns how
+    many GPUs it set (0 on a CPU machine)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        try:
+            if memory_limit_mb:
+                tf.config.set_logical_device_configuration(
+                    gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=memory_limit_mb)])
+            else:
+                tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised in this process: it keeps what it has
+            pass
+    return len(gpus)
 
 
 @contextmanager
 def precision_policy(precision: str) -> Iterator[None]:
-    """Build layers under ``"float32"`` or ``"bfloat16"`` (Keras's mixed_bfloat16) policy.
+    """Build layers under the ``"float32"``, ``"bfloat16"`` or ``"float16"`` policy (Keras's
+    mixed_bfloat16, mixed_float16: compiling then scales the loss for float16).
 
     The policy is process-wide and a worker trains many runs, so it is set only for the
     ``with`` block: layers keep the policy they were built with.
@@ -71,7 +105,7 @@ def precision_policy(precision: str) -> Iterator[None]:
 
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(
-        "mixed_bfloat16" if precision == "bfloat16" else "float32")
+        {"bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}.get(precision, "float32"))
     try:
         yield
     finally:

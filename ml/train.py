@@ -18,6 +18,7 @@ from typing import Any
 from ml import events
 from ml.config import TrainConfig, parse_config
 from ml.data import CLASS_NAMES, require_photos, scan, split_frame, stratified_sample
+from ml.device import describe_device, gpu_load
 from ml.disk import (
     check_free_space,
     discard,
@@ -125,7 +126,7 @@ def _make_event_callback(record: EventSink, *, steps: int, batch_size: int,
                 / max(self._train_seconds, 1e-9),
             }
             partial = self.cancelled and self._steps_done < steps
-            record(events.epoch(**row, partial=partial))
+            record(events.epoch(**row, partial=partial, gpu=gpu_load()))
             self.history.append(row)
             val_acc, val_loss = logs.get("val_accuracy"), logs.get("val_loss")
             if val_acc is not None and is_better_epoch(
@@ -264,7 +265,9 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
     import tensorflow as tf
 
     from ml.pipeline import make_dataset
-    from ml.tf_env import resolve_precision
+    from ml.tf_env import resolve_precision, share_gpus
+
+    share_gpus()  # memory as needed, not all of it: other runs may share the GPU
 
     keras.utils.set_random_seed(cfg.seed)
     train_ds = make_dataset(train_df, image_size, cfg.batch_size, shuffle=True, seed=cfg.seed)
@@ -289,7 +292,7 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
         learning_rate=learning_rate, epochs=cfg.epochs, steps_per_epoch=steps,
         train_count=len(train_df), val_count=len(val_df), skipped_count=len(result.skipped),
         schedule=cfg.schedule, label_smoothing=cfg.label_smoothing,
-        weight_decay=cfg.weight_decay, precision=precision))
+        weight_decay=cfg.weight_decay, precision=precision, device=describe_device()))
     plateau = cfg.schedule == "plateau"
     callbacks = []
     early_stopping = None

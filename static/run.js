@@ -54,6 +54,18 @@
     if (lrText.length) Plotly.restyle("lr-chart", { text: [lrText.slice()] }, [1]);
   }
 
+  // What the run trains on (ml/device.py): "On NVIDIA H200 (139.8 GB)", "On AMD EPYC (2 cores)".
+  function deviceText(device) {
+    state.device = device;
+    if (!device) return "";
+    if (device.kind === "gpu" && device.gpus && device.gpus.length) {
+      const gpu = device.gpus[0], count = device.gpus.length;
+      return "On " + gpu.name + (count > 1 ? " (1 of " + count + ")" : "") + ", " +
+        (gpu.memory_total_mb / 1024).toFixed(1) + " GB";
+    }
+    return "On " + device.name + (device.cores ? " (" + device.cores + " cores)" : "");
+  }
+
   const state = { status: root.dataset.status, steps: null, epochs: Number(root.dataset.epochs),
                   startTs: null, lastSeq: 0, best: null, schedule: "plateau" };
   const pct = (v, d) => (v === null || v === undefined) ? "–" : (100 * v).toFixed(d) + " %";
@@ -102,10 +114,13 @@
       if (active(state.status)) setStatus("running");
       const extras = [];
       if (state.schedule !== "plateau") extras.push(state.schedule.replace("_", "-") + " schedule");
-      if (ev.precision === "bfloat16") extras.push("bfloat16 maths");
+      if (ev.precision === "bfloat16" || ev.precision === "float16") {
+        extras.push(ev.precision + " maths");
+      }
       $("phase").textContent = "Training on " + ev.train_count + " photos (" + ev.val_count +
         " for validation), " + ev.image_size + " px" +
         (extras.length ? ", " + extras.join(", ") : "") + ".";
+      $("device").textContent = deviceText(ev.device);
       $("stat-epoch").textContent = "0 / " + ev.epochs;
       $("stat-lr").textContent = Number(ev.learning_rate).toExponential(1);
     },
@@ -123,6 +138,10 @@
       setProgress(((ev.epoch - 1) * ev.steps + ev.step) / (state.epochs * ev.steps), ev.ts);
     },
     epoch(ev) {
+      if (ev.gpu) {
+        $("device").textContent = deviceText(state.device) + " · GPU " + ev.gpu.utilisation_pct +
+          " % busy, " + (ev.gpu.memory_used_mb / 1024).toFixed(1) + " GB in use";
+      }
       push("loss-chart", 1, ev.epoch, ev.loss);
       push("loss-chart", 2, ev.epoch, ev.val_loss);
       push("acc-chart", 1, ev.epoch, ev.accuracy);

@@ -65,7 +65,7 @@ def test_recipe_supplies_epochs_schedule_and_smoothing_unless_given():
 
 def test_schedule_precision_and_smoothing_are_checked():
     with pytest.raises(ConfigError) as info:
-        parse_config({"schedule": "linear", "precision": "float16", "label_smoothing": 0.5,
+        parse_config({"schedule": "linear", "precision": "float8", "label_smoothing": 0.5,
                       "weight_decay": -0.01})
     fields = info.value.fields
     assert "one_cycle" in fields["schedule"] and "bfloat16" in fields["precision"]

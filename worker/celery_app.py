@@ -18,6 +18,7 @@ from celery import Celery
 from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
 
 from core.settings import Settings
+from ml.device import describe_device, device_text
 from worker import runtime
 from worker.runtime import DOWNLOAD_TASK, TRAIN_TASK
 
@@ -54,12 +55,14 @@ app.conf.update(
 
 
 def _announce(nodename: str, stop: threading.Event) -> None:
-    """Keep a short-lived Redis key saying this worker is alive, for the dashboard."""
+    """Keep a short-lived Redis key saying this worker is alive and what it trains on (the
+    GPU's memory and load as of now), for the dashboard."""
     import redis
 
     client = redis.Redis.from_url(runtime.settings().redis_url, socket_timeout=3)
-    info = json.dumps({"name": nodename, "since": time.time()})
+    since = time.time()
     while not stop.is_set():
+        info = json.dumps({"name": nodename, "since": since, "device": describe_device()})
         try:
             client.set(PRESENCE_PREFIX + nodename, info, ex=PRESENCE_TTL_S)
         except Exception as exc:  # Redis down: the worker itself copes; say so once a cycle
@@ -88,7 +91,8 @@ def _on_worker_ready(sender=None, **_kw) -> None:
     service.requeue()
     threading.Thread(target=_announce, args=(nodename, _stop_announcing), daemon=True,
                      name="lab-presence").start()
-    log.info("worker %s ready: data %s, models %s", nodename, runtime.settings().data_dir,
+    log.info("worker %s ready on %s: data %s, models %s", nodename,
+             device_text(describe_device()), runtime.settings().data_dir,
              runtime.settings().models_dir)
 
 

@@ -83,10 +83,11 @@ def train_next(self, run_id: str | None = None) -> dict[str, Any]:
     # The heartbeat starts before TensorFlow is imported: on a busy machine the import alone
     # can outlast LAB_RUN_LOST_AFTER_S, and the run would be reaped as lost.
     with _RunContext(service, run_id, worker) as ctx:
-        from ml.tf_env import import_tensorflow_quietly
+        from ml.tf_env import import_tensorflow_quietly, share_gpus
         from ml.train import train
 
         import_tensorflow_quietly()
+        share_gpus(settings.gpu_memory_mb or None)
         log.info("run %s: training %s on %s", run_id, run["config"], settings.data_dir)
         try:
             summary = train(run["config"], settings.data_dir, service.out_dir(run_id),
