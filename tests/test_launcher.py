@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -14,15 +15,17 @@ from launcher import processes as stack
 from tests.conftest import ROOT
 from tests.lab_stack import ENDLESS, TINY
 
+log = logging.getLogger(__name__)
+
 
 def _start(tmp_path, name: str, dataset, **env) -> tuple[subprocess.Popen, dict]:
     full = {**os.environ, "LAB_STATE_DIR": str(tmp_path / name / "state"),
             "LAB_MODELS_DIR": str(tmp_path / name / "models"), "LAB_DATA_DIR": str(dataset),
             **env}
     full.pop("DATABASE_URL", None)
-    log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - the child keeps it
+    out = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - the child keeps it
     proc = subprocess.Popen([sys.executable, "-m", "launcher"], cwd=ROOT, env=full,
-                            stdout=log, stderr=subprocess.STDOUT)
+                            stdout=out, stderr=subprocess.STDOUT)
     return proc, full
 
 
@@ -216,7 +219,8 @@ class Launched:
 
 
 def _report(what: str, seconds: float) -> None:
-    print(f"\n{what} {seconds:.1f} s after its kill -9")
+    """The time to answer again, for docs/BENCHMARKS.md (--log-cli-level=INFO shows it)."""
+    log.info("%s %.1f s after its kill -9", what, seconds)
 
 
 def test_a_killed_web_server_is_restarted_and_the_training_run_goes_on(tmp_path,
@@ -314,8 +318,8 @@ def test_a_part_that_keeps_dying_is_given_up_and_the_rest_keep_running(tmp_path,
             backs.append(lab.wait_back("web", web, killed_at))
             lab.wait_logged(f"restarted the web server (pid {lab.leader('web')}")  # it is up
             web, killed_at = lab.kill("web")
-        print("\nweb server killed 5 times: back after "
-              + ", ".join(f"{s:.1f}" for s in backs) + " s (backoff 1, 2, 4, 8 s included)")
+        log.info("web server killed 5 times: back after %s s (backoff 1, 2, 4, 8 s included)",
+                 ", ".join(f"{s:.1f}" for s in backs))
         logs = tmp_path / "lab" / "state" / "logs" / "web.log"
         lab.wait_logged(f"the web server keeps stopping (5 times in 2 min); see {logs}; the "
                         f"other parts keep running")
