@@ -82,17 +82,20 @@ class RunService:
 
     def queue_positions(self) -> dict[str, int | None]:
         """Each queued run's place in the order runs will start (1 = next)."""
-        return {run_id: n for n, run_id in enumerate(self.store.run_ids(status="queued"), 1)}
+        return dict(self.store.queue_positions())
 
     # -- launch -----------------------------------------------------------------------------
 
-    def create(self, config: dict[str, Any], *, client: str | None = None) -> dict[str, Any]:
+    def create(self, config: dict[str, Any], *, client: str | None = None,
+               owner: str | None = None, owner_name: str | None = None) -> dict[str, Any]:
         """Store a new queued run and put a training task on the queue; the run as stored.
 
+        ``owner`` is who launched it (a browser's id) and ``owner_name`` the name they gave.
         Raises QueueDown, leaving no trace of the run, when the queue cannot take the task.
         """
         run_id = uuid.uuid4().hex[:12]
-        queued = self.store.insert_run(run_id, config, events.run_queued(config), client=client)
+        queued = self.store.insert_run(run_id, config, events.run_queued(config), client=client,
+                                       owner=owner, owner_name=owner_name)
         if self._enqueue is not None:
             try:
                 self._enqueue()
@@ -132,9 +135,11 @@ class RunService:
     # -- the worker's side ------------------------------------------------------------------
 
     def claim_next(self, worker: str) -> dict[str, Any] | None:
-        """queued → running for the oldest queued run; None when nothing is queued."""
+        """queued → running for the next run in the fair order (``core.queue``); None when
+        nothing is queued. Workers on other machines may claim at the same moment: the
+        conditional update lets one of them have each run, and the other takes the next."""
         while True:
-            queued = self.store.run_ids(status="queued")
+            queued = list(self.store.queue_positions())  # in order
             if not queued:
                 return None
             now = time.time()
@@ -164,6 +169,12 @@ class RunService:
             values["best_val_accuracy"] = body["val_accuracy"]
         elif kind == "run_finished":
             values.update(self._final_values(run_id, body))
+            if body["status"] == "cancelled":  # who asked is known here, not in the worker
+                current = self.store.get_run(run_id)
+                body = events.run_finished(
+                    "cancelled", best_val_accuracy=body["best_val_accuracy"],
+                    best_epoch=body["best_epoch"], model_id=body["model_id"],
+                    error=body["error"], cancelled_by=current and current["cancelled_by"])
         ev = self.store.transition(run_id, body, where={"status": "running", "worker": worker},
                                    **values)
         if ev is None:
@@ -201,22 +212,33 @@ class RunService:
 
     # -- stopping ---------------------------------------------------------------------------
 
-    def cancel(self, run_id: str, *, reason: str | None = None) -> str:
+    def promote(self, run_id: str) -> bool:
+        """Move a queued run to the front of the queue ("run next"); False when it is not
+        queued. Several promoted runs go in the order they were promoted."""
+        moved = self.store.update_run(run_id, where={"status": "queued"}, promoted=time.time())
+        if moved:
+            log.info("run %s moved to the front of the queue", run_id)
+            self._announce(None, queue_changed=True)
+        return moved
+
+    def cancel(self, run_id: str, *, reason: str | None = None, by: str | None = None) -> str:
         """Cancel a run; the outcome:
 
         ``cancelled`` — it was queued and is now cancelled (its ``run_finished`` is out);
         ``cancelling`` — it is running; its worker stops at the next batch;
         ``finished`` — it had ended already; ``missing`` — there is no such run.
-        ``reason`` (for a running run) is kept as the run's note when it ends cancelled.
+        ``reason`` (for a running run) is kept as the run's note when it ends cancelled, and
+        ``by`` ("Ada", "the instructor") is who cancelled it, shown with the run.
         """
-        ev = self.store.transition(run_id, events.run_finished("cancelled"),
+        ev = self.store.transition(run_id, events.run_finished("cancelled", cancelled_by=by),
                                    where={"status": "queued"}, status="cancelled",
-                                   finished=time.time(), cancel_requested=True)
+                                   finished=time.time(), cancel_requested=True,
+                                   cancelled_by=by)
         if ev is not None:
             self._announce(ev, left_queue=run_id)
             return "cancelled"
         if self.store.update_run(run_id, where={"status": "running"}, cancel_requested=True,
-                                 error=reason):
+                                 error=reason, cancelled_by=by):
             return "cancelling"
         return "missing" if self.store.get_run(run_id) is None else "finished"
 

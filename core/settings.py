@@ -60,7 +60,14 @@ class Settings:
     # Reverse proxies in front of the web process that append to X-Forwarded-For (and set
     # X-Forwarded-Proto/Host): the client address is the entry that many from the right.
     trusted_proxies: int = 0
-    max_active_per_client: int = 3  # queued or running runs per address; 0: no cap
+    # Queued or running runs per address, for a public lab; 0 (the default): no such cap.
+    max_active_per_client: int = 0
+    # Queued or running runs per person (browser), and queued runs in all; 0: no cap.
+    max_runs_per_student: int = 2
+    max_queued: int = 60
+    # Whether launching needs the passcode (always True when a passcode is set by hand,
+    # False when make run made one up: the class launches, the instructor controls).
+    lock_launch: bool = False
     # Pages on these origins may call the lab from a browser, besides the lab's own.
     allowed_origins: tuple[str, ...] = ()
     # The session cookie's name: side-by-side labs on one host keep their own sessions.
@@ -96,13 +103,29 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         passcode=env.get("LAB_PASSCODE") or None,
         secret_key=env.get("LAB_SECRET_KEY") or None,
         trusted_proxies=_trusted_proxies(env),
-        max_active_per_client=int(_number(env, "LAB_MAX_QUEUED_PER_CLIENT", 3, whole=True)),
+        max_active_per_client=int(_number(
+            env, "LAB_MAX_QUEUED_PER_ADDRESS" if env.get("LAB_MAX_QUEUED_PER_ADDRESS")
+            else "LAB_MAX_QUEUED_PER_CLIENT", 0, whole=True)),
+        max_runs_per_student=int(_number(env, "LAB_MAX_RUNS_PER_STUDENT", 2, whole=True)),
+        max_queued=int(_number(env, "LAB_MAX_QUEUED", 60, whole=True)),
+        lock_launch=_switch(env, "LAB_LOCK_LAUNCH", default=bool(env.get("LAB_PASSCODE"))),
         allowed_origins=tuple(o.strip().rstrip("/") for o in
                               env.get("LAB_ALLOWED_ORIGINS", "").split(",") if o.strip()),
         session_cookie=env.get("LAB_SESSION_COOKIE")
         or f"lab_session_{env.get('LAB_PORT') or '5000'}",
         gpu_memory_mb=int(_number(env, "LAB_GPU_MEMORY_MB", 0, whole=True)),
     )
+
+
+def _switch(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1 or 0 (on or off), got {raw!r}")
 
 
 def _trusted_proxies(env: Mapping[str, str]) -> int:

@@ -40,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine, make_url
 
+from core.queue import fair_order
 from ml.events import Body, Event, stamp
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,10 @@ runs = Table(
     # The highest seq stored for this run: events are numbered by bumping it in the same
     # transaction that inserts the event, so two writers can never take the same seq.
     Column("last_seq", Integer, nullable=False, default=0, server_default="0"),
+    Column("owner", String(32), index=True),  # the launching browser's id (its session)
+    Column("owner_name", String(64)),  # the name it gave, plain text
+    Column("cancelled_by", String(80)),  # "Ada", "the instructor", ...
+    Column("promoted", Float),  # when an instructor moved it to the front of the queue
 )
 
 events = Table(
@@ -133,14 +138,16 @@ class RunStore:
     # -- writes -----------------------------------------------------------------------------
 
     def insert_run(self, run_id: str, config: dict[str, Any], first: Body, *,
-                   client: str | None = None) -> Event:
+                   client: str | None = None, owner: str | None = None,
+                   owner_name: str | None = None) -> Event:
         """A new queued run with its first event (seq 1), in one transaction."""
         now = time.time()
         ev = stamp(first, run_id, 1, now)
         with self.engine.begin() as conn:
             conn.execute(insert(runs).values(
                 id=run_id, created=now, status="queued", config=json.dumps(config),
-                cancel_requested=False, epochs_done=0, client=client, last_seq=1))
+                cancel_requested=False, epochs_done=0, client=client, last_seq=1,
+                owner=owner, owner_name=owner_name))
             conn.execute(insert(events).values(_event_row(ev)))
         return ev
 
@@ -196,10 +203,8 @@ class RunStore:
             if row is None:
                 return None
             run = _run_dict(row)
-            if run["status"] == "queued":
-                ahead = conn.execute(select(func.count()).select_from(runs).where(
-                    runs.c.status == "queued", runs.c.created < run["created"])).scalar_one()
-                run["queue_position"] = int(ahead) + 1
+        if run["status"] == "queued":
+            run["queue_position"] = self.queue_positions().get(run_id)
         return run
 
     def list_runs(self, *, limit: int | None = None) -> list[dict[str, Any]]:
@@ -209,10 +214,17 @@ class RunStore:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             found = [_run_dict(row) for row in conn.execute(query)]
-        queued = sorted((r for r in found if r["status"] == "queued"), key=lambda r: r["created"])
-        for position, run in enumerate(queued, start=1):
-            run["queue_position"] = position
+        if any(r["status"] == "queued" for r in found):
+            positions = self.queue_positions()
+            for run in found:
+                run["queue_position"] = positions.get(run["id"])
         return found
+
+    def queue_positions(self) -> dict[str, int]:
+        """Each queued run's place in the fair order (1 = next; see core.queue)."""
+        queued = self.queued_runs()
+        last = self.last_started(sorted({r["owner"] for r in queued if r["owner"]}))
+        return {run_id: n for n, run_id in enumerate(fair_order(queued, last), start=1)}
 
     def count_active(self, *, client_prefix: str) -> int:
         """Queued or running runs launched by clients whose id starts with this prefix."""
@@ -231,6 +243,31 @@ class RunStore:
             query = query.where(runs.c.heartbeat < heartbeat_before)
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
+
+    def queued_runs(self) -> list[dict[str, Any]]:
+        """What the queue's order needs of each queued run: id, owner, created, promoted."""
+        with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(
+                select(runs.c.id, runs.c.owner, runs.c.created, runs.c.promoted)
+                .where(runs.c.status == "queued"))]
+
+    def last_started(self, owners: list[str]) -> dict[str, float]:
+        """When each of these owners last had a run started (owners who never did: absent)."""
+        if not owners:
+            return {}
+        with self.engine.connect() as conn:
+            return {owner: started for owner, started in conn.execute(
+                select(runs.c.owner, func.max(runs.c.started))
+                .where(runs.c.owner.in_(owners), runs.c.started.is_not(None))
+                .group_by(runs.c.owner))}
+
+    def count_runs(self, *, statuses: tuple[str, ...], owner: str | None = None) -> int:
+        """Runs in these statuses (of one owner)."""
+        query = select(func.count()).select_from(runs).where(runs.c.status.in_(statuses))
+        if owner is not None:
+            query = query.where(runs.c.owner == owner)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def cancel_requested(self, run_id: str) -> bool:
         with self.engine.connect() as conn:

@@ -1,9 +1,12 @@
-"""Who may launch and cancel runs: the lab passcode, run owners and a per-address queue cap.
+"""Who is who and who may do what: each browser's identity and name, the passcode of
+the instructor, run owners, and the caps on runs.
 
-With ``LAB_PASSCODE`` set, launching, cancelling someone else's run and downloading the
-dataset need the passcode; watching runs, browsing the dataset and predicting never do. A
-browser proves it once on ``/unlock`` (kept in its signed session cookie); API callers send
-``X-Lab-Passcode``. Without a passcode the lab is open, as on a laptop.
+Each browser is one person: an id in its signed session, and the name it gives ("Your
+name, shown on your runs"; API callers send ``X-Lab-Name``). With ``LAB_PASSCODE`` set, the
+passcode guards the instructor's actions (cancelling anyone's run, moving a run to the
+front, the dataset download) and, with ``LAB_LOCK_LAUNCH``, launching; watching runs,
+browsing the dataset and predicting never need it. A browser proves it once on
+``/unlock``; API callers send ``X-Lab-Passcode``. Without a passcode the lab is open.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import secrets
 import threading
 import time
+import unicodedata
 from collections import defaultdict, deque
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,7 @@ from typing import Any
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 
 from core.settings import Settings
+from core.store import ACTIVE
 from dashboard.helpers import lab_settings
 from dashboard.security import safe_next
 
@@ -29,8 +34,13 @@ log = logging.getLogger(__name__)
 bp = Blueprint("access", __name__)
 
 HEADER = "X-Lab-Passcode"
-# Wrong passcodes allowed per address in WINDOW_S before further tries get a 429.
+NAME_HEADER = "X-Lab-Name"
+MAX_NAME = 40
+# Wrong passcodes allowed in WINDOW_S before further tries get a 429: few per browser (one
+# student guessing locks out only that browser), many per address (a whole class may sit
+# behind one school router, and a script without cookies is a new browser every time).
 MAX_WRONG = 8
+MAX_WRONG_PER_ADDRESS = 100
 WINDOW_S = 300.0
 
 _wrong: dict[str, deque[float]] = defaultdict(deque)
@@ -85,10 +95,10 @@ def address() -> str:
     return (request.remote_addr or "unknown")[:45]
 
 
-def client_id(*, create: bool = True) -> str | None:
-    """``<address>/<browser id>``: who launched a run, stored with it (at most 64 chars).
+def owner_id(*, create: bool = True) -> str | None:
+    """This browser's id (its session's), the owner of the runs it launches.
 
-    Without ``create``, None for a browser that has no id yet (it launched nothing).
+    Without ``create``, None for a browser that has none yet (it launched nothing).
     """
     browser = session.get("client")
     if not isinstance(browser, str):
@@ -96,32 +106,78 @@ def client_id(*, create: bool = True) -> str | None:
             return None
         browser = secrets.token_hex(8)
         session["client"] = browser
-    return f"{address()}/{browser}"
+    return browser
 
 
-def _throttled() -> float:
-    """Seconds until this address may try a passcode again (0 when it may now)."""
+def client_id() -> str:
+    """``<address>/<browser id>``, stored with a run (the per-address cap counts it)."""
+    return f"{address()}/{owner_id()}"
+
+
+def clean_name(raw: Any) -> str | None:
+    """A display name as plain text: control and format characters dropped, spaces
+    collapsed, at most MAX_NAME characters; None when nothing is left. (Pages escape it
+    too: it is never markup.)"""
+    if not isinstance(raw, str):
+        return None
+    kept = "".join(ch if not unicodedata.category(ch).startswith("C") else " " for ch in raw)
+    name = " ".join(kept.split())[:MAX_NAME].strip()
+    return name or None
+
+
+def display_name() -> str | None:
+    """The name this browser gave, if any; an API caller's X-Lab-Name header sets it."""
+    offered = request.headers.get(NAME_HEADER)
+    if offered is not None and clean_name(offered):
+        session["name"] = clean_name(offered)
+    name = session.get("name")
+    return name if isinstance(name, str) else None
+
+
+def set_display_name(raw: Any) -> str | None:
+    """Remember the name typed into a page for this browser (empty: forget it)."""
+    name = clean_name(raw)
+    if name:
+        session["name"] = name
+    else:
+        session.pop("name", None)
+    return name
+
+
+def _recent(key: str, now: float) -> deque[float]:
+    tries = _wrong[key]
+    while tries and now - tries[0] > WINDOW_S:
+        tries.popleft()
+    return tries
+
+
+def _throttled() -> tuple[float, str]:
+    """Seconds until this browser (or, after very many, this address) may try a passcode
+    again, and which of the two it is (0 when it may now)."""
     now = time.monotonic()
     with _wrong_lock:
-        tries = _wrong.get(address())
-        while tries and now - tries[0] > WINDOW_S:
-            tries.popleft()
-        if not tries:
-            _wrong.pop(address(), None)  # forget addresses with no recent wrong tries
-            return 0.0
-        return WINDOW_S - (now - tries[0]) if len(tries) >= MAX_WRONG else 0.0
+        for key, cap, who in ((f"browser:{owner_id()}", MAX_WRONG, "this browser"),
+                              (f"address:{address()}", MAX_WRONG_PER_ADDRESS, "this address")):
+            tries = _recent(key, now)
+            if len(tries) >= cap:
+                return WINDOW_S - (now - tries[0]), who
+            if not tries:
+                _wrong.pop(key, None)  # forget who has no recent wrong tries
+    return 0.0, ""
 
 
 def _check(offered: str) -> bool:
-    """Compare a passcode in constant time, counting wrong tries per address."""
-    wait = _throttled()
+    """Compare a passcode in constant time, counting wrong tries per browser and address."""
+    wait, who = _throttled()
     if wait:
-        raise Denied(429, f"too many wrong passcodes from this address; try again in "
+        raise Denied(429, f"too many wrong passcodes from {who}; try again in "
                           f"{max(1, round(wait / 60))} min")
     if hmac.compare_digest(offered.encode(), (lab_settings().passcode or "").encode()):
         return True
+    now = time.monotonic()
     with _wrong_lock:
-        _wrong[address()].append(time.monotonic())
+        _wrong[f"browser:{owner_id()}"].append(now)
+        _wrong[f"address:{address()}"].append(now)
     log.warning("wrong lab passcode from %s", address())
     return False
 
@@ -159,24 +215,58 @@ def require_passcode(what: str) -> None:
         raise Denied(401, NEEDS.format(what=what))
 
 
+def require_launch_rights() -> None:
+    """Launching needs the passcode only where LAB_LOCK_LAUNCH says so."""
+    if lab_settings().lock_launch:
+        require_passcode("launching a run")
+
+
+def is_instructor() -> bool:
+    """Whether this request holds the passcode of a lab that has one."""
+    return locked() and unlocked()
+
+
+def owns(run: dict[str, Any]) -> bool:
+    return bool(run.get("owner")) and run.get("owner") == owner_id(create=False)
+
+
 def may_cancel(run: dict[str, Any]) -> bool:
-    """The one who launched a run may cancel it; anyone else needs the passcode."""
-    owner = run.get("client")
-    if owner and owner == client_id(create=False):
-        return True
-    return unlocked()
+    """The one who launched a run may cancel it; anyone else needs the passcode (an open
+    lab, made so on purpose with an empty LAB_PASSCODE, lets anyone)."""
+    return owns(run) or unlocked()
 
 
-def check_queue_cap(store) -> None:
-    """Raise Denied(429) when this address already has its share of queued/running runs."""
-    cap = lab_settings().max_active_per_client
-    if cap <= 0:
+def canceller(run: dict[str, Any]) -> str:
+    """Who is cancelling, as the run will show it: "Ada", "its owner", "the instructor"."""
+    if owns(run):
+        return run.get("owner_name") or "its owner"
+    return "the instructor" if locked() else (display_name() or "someone")
+
+
+def check_caps(store) -> None:
+    """Raise Denied(429) when a launch would pass a cap: this person's queued and running
+    runs, the whole lab's queued runs, and (for a public lab) this address's. Whoever holds
+    the passcode is exempt: the instructor's demo always gets in."""
+    if is_instructor():
         return
-    active = store.count_active(client_prefix=address() + "/")
-    if active >= cap:
-        raise Denied(429, f"this address already has {active} run{'s' * (active != 1)} "
-                          f"queued or training (at most {cap} at a time); wait for one to "
-                          f"finish or cancel one")
+    settings = lab_settings()
+    cap = settings.max_runs_per_student
+    mine = store.count_runs(statuses=ACTIVE, owner=owner_id()) if cap > 0 else 0
+    if cap > 0 and mine >= cap:
+        raise Denied(429, f"you already have {mine} run{'s' * (mine != 1)} queued or "
+                          f"training (at most {cap} each); wait for one to finish or cancel "
+                          f"one")
+    if settings.max_queued > 0 and store.count_runs(statuses=("queued",)) >= \
+            settings.max_queued:
+        raise Denied(429, f"the queue is full ({settings.max_queued} runs waiting); try "
+                          f"again when some have started")
+    per_address = settings.max_active_per_client
+    if per_address > 0:
+        active = store.count_active(client_prefix=address() + "/")
+        if active >= per_address:
+            raise Denied(429, f"this address already has {active} run{'s' * (active != 1)} "
+                              f"queued or training (at most {per_address} at a time); wait "
+                              f"for one to finish or cancel one")
 
 
 def _safe_next(target: str | None) -> str:
@@ -186,7 +276,9 @@ def _safe_next(target: str | None) -> str:
 
 @bp.app_context_processor
 def _lock_state() -> dict[str, Any]:
-    return {"lab_locked": locked(), "lab_unlocked": _session_unlocked()}
+    owner_id()  # a browser is someone from its first page on, not from its first launch
+    return {"lab_locked": locked(), "lab_unlocked": _session_unlocked(),
+            "lab_locks_launch": lab_settings().lock_launch}
 
 
 @bp.get("/unlock")

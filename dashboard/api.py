@@ -34,7 +34,9 @@ REDIS_DOWN = ("the job queue (Redis) is not reachable, so the run cannot be queu
 def public(run: dict[str, Any], *, history: bool = True) -> dict[str, Any]:
     """A run as the API shows it (internal bookkeeping left out; the epoch history only
     where one run is asked for, since a list of hundreds of runs would carry all of theirs)."""
-    shown = {k: v for k, v in run.items() if k not in ("heartbeat", "client", "last_seq")}
+    shown = {k: v for k, v in run.items()
+             if k not in ("heartbeat", "client", "last_seq", "owner")}
+    shown["mine"] = access.owns(run)
     if not history and shown.get("summary"):
         shown["summary"] = {k: v for k, v in shown["summary"].items() if k != "history"}
     return shown
@@ -79,11 +81,11 @@ def launch(config: TrainConfig) -> dict[str, Any]:
     cannot take the task.
     """
     service = run_service()
-    access.require_passcode("launching a run")
-    client = access.client_id()
+    access.require_launch_rights()
+    client, owner, name = access.client_id(), access.owner_id(), access.display_name()
     with _launch_lock:
-        access.check_queue_cap(service.store)
-        return service.create(config.to_dict(), client=client)
+        access.check_caps(service.store)
+        return service.create(config.to_dict(), client=client, owner=owner, owner_name=name)
 
 
 # -- runs -------------------------------------------------------------------------------------
@@ -150,7 +152,7 @@ def cancel_run(run_id: str):
     if not access.may_cancel(run):
         raise access.Denied(401, access.NEEDS.format(
             what="cancelling a run someone else launched"))
-    outcome = service.cancel(run_id)
+    outcome = service.cancel(run_id, by=access.canceller(run))
     if outcome == "missing":
         return json_error(404, f"there is no run {run_id!r}")
     run = service.store.get_run(run_id)
@@ -159,6 +161,18 @@ def cancel_run(run_id: str):
                           run=public(run))
     log.info("run %s: cancel requested (%s)", run_id, outcome)
     return jsonify({"id": run_id, "outcome": outcome, "run": public(run)}), 202
+
+
+@bp.post("/runs/<run_id>/next")
+def run_next(run_id: str):
+    """Move a queued run to the front of the queue (the instructor's, with the passcode)."""
+    access.require_passcode("moving a run to the front of the queue")
+    service = run_service()
+    if service.store.get_run(run_id) is None:
+        return json_error(404, f"there is no run {run_id!r}")
+    if not service.promote(run_id):
+        return json_error(409, f"run {run_id} is not waiting in the queue")
+    return jsonify({"id": run_id, "run": public(service.store.get_run(run_id))}), 202
 
 
 # -- predict ----------------------------------------------------------------------------------

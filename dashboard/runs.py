@@ -55,6 +55,7 @@ def _run_context(run_id: str) -> dict[str, Any]:
     run = _store().get_run(run_id)
     if run is None:
         abort(404, f"There is no run {run_id}. It may have been started on another lab.")
+    run["mine"] = access.owns(run)
     return {"tab": "runs", "run": run, "recipe": RECIPES.get(run["config"].get("recipe")),
             "has_model": model_file(run) is not None, "can_cancel": access.may_cancel(run),
             "misclassified": _misclassified(run)}

@@ -93,7 +93,8 @@ def _render(values: dict[str, Any], errors: dict[str, str] | None = None,
             notice: str | None = None, status: int = 200):
     return render_template("train.html", tab="train", fields=FIELDS, bounds=BOUNDS,
                            recipes=RECIPES.values(), values=values, errors=errors or {},
-                           notice=notice, recipe_defaults=RECIPE_DEFAULTS), status
+                           notice=notice, recipe_defaults=RECIPE_DEFAULTS,
+                           your_name=access.display_name()), status
 
 
 @bp.get("/train")
@@ -103,6 +104,8 @@ def index():
 
 @bp.post("/train")
 def submit():
+    if "name" in request.form:
+        access.set_display_name(request.form.get("name"))
     data, errors = _form_to_config(request.form)
     typed = {**{k: v for k, v in request.form.items() if k != "passcode"},
              "augment": data["augment"]}

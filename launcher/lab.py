@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -88,14 +89,45 @@ def _supervise() -> int:
     return 0
 
 
+PASSCODE_WORDS = ("tabby", "beagle", "siamese", "poodle", "calico", "collie", "persian",
+                  "husky", "sphynx", "corgi", "ragdoll", "boxer", "bengal", "spaniel")
+
+
+def instructor_passcode(state_dir: Path) -> tuple[str, bool]:
+    """The lab's passcode and whether this launcher made it up.
+
+    ``LAB_PASSCODE`` wins (empty: an open lab, on purpose). Otherwise, like a notebook
+    server's token, one is made up once and kept in the state folder, so a restart keeps
+    it and the instructor's browser stays unlocked.
+    """
+    if "LAB_PASSCODE" in os.environ:
+        return os.environ["LAB_PASSCODE"], False
+    path = state_dir / "passcode"
+    try:
+        kept = path.read_text().strip()
+        if kept:
+            return kept, True
+    except OSError:
+        pass
+    passcode = f"{secrets.choice(PASSCODE_WORDS)}-{secrets.randbelow(10**6):06d}"
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_text(passcode + "\n")
+    return passcode, True
+
+
 def run() -> int:
-    settings = load_settings()
     host = os.environ.get("LAB_HOST", "127.0.0.1")
     port = int(os.environ.get("LAB_PORT", "5000"))
     state_dir = Path(os.environ.get("LAB_STATE_DIR") or "lab-data")
     state_dir = state_dir if state_dir.is_absolute() else ROOT / state_dir
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    passcode, made_up = instructor_passcode(state_dir)
+    os.environ["LAB_PASSCODE"] = passcode  # the parts inherit it
+    if made_up:
+        # A made-up passcode guards the instructor's controls; the class launches freely.
+        os.environ.setdefault("LAB_LOCK_LAUNCH", "0")
+    settings = load_settings()
 
     if _port_taken(host, port):
         raise LaunchError(f"port {port} is taken (another lab, or another program); start "
@@ -129,6 +161,12 @@ def run() -> int:
                      ready_timeout=60)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     log.info("Kitten-and-Puppy Lab is up: http://%s:%d/  (Ctrl-C stops it)", shown, port)
+    if passcode:
+        log.info("instructor passcode: %s%s", passcode,
+                 f"  (kept in {state_dir / 'passcode'}; LAB_PASSCODE= starts an open lab)"
+                 if made_up else "")
+    else:
+        log.info("no passcode (LAB_PASSCODE is empty): anyone may cancel any run")
     return _supervise()
 
 

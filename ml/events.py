@@ -29,7 +29,7 @@ Types and their fields (beyond the four common ones):
 - ``checkpoint``     epoch, val_accuracy
 - ``run_finished``   status ("succeeded" | "cancelled" | "failed"), best_val_accuracy,
                      best_epoch, model_id, error (None unless failed, or a cancelled run's
-                     reason)
+                     reason), cancelled_by (who cancelled it: a name, "the instructor")
 """
 
 from __future__ import annotations
@@ -132,12 +132,13 @@ def checkpoint(*, epoch: int, val_accuracy: float) -> Body:
 
 def run_finished(status: str, *, best_val_accuracy: float | None = None,
                  best_epoch: int | None = None, model_id: str | None = None,
-                 error: str | None = None) -> Body:
+                 error: str | None = None, cancelled_by: str | None = None) -> Body:
     """The run ended; always its last event."""
     if status not in RUN_STATUSES:
         raise ValueError(f"not a finished status: {status!r}")
     return _body("run_finished", status=status, best_val_accuracy=best_val_accuracy,
-                 best_epoch=best_epoch, model_id=model_id, error=error)
+                 best_epoch=best_epoch, model_id=model_id, error=error,
+                 cancelled_by=cancelled_by)
 
 
 # -- stamping -------------------------------------------------------------------------------

@@ -169,9 +169,15 @@
     },
     run_finished(ev) {
       setStatus(ev.status);
-      for (const id of ["cancel", "unlock-to-cancel"]) { const el = $(id); if (el) el.hidden = true; }
+      for (const id of ["cancel", "cancel-confirm", "unlock-to-cancel"]) {
+        const el = $(id); if (el) el.hidden = true;
+      }
       if (ev.status === "succeeded") setProgress(1, ev.ts);
-      const words = { succeeded: "Finished.", cancelled: "Cancelled: the best epoch so far is kept.",
+      // Who cancelled, and whether it had started: "Cancelled by Ada before it started."
+      const by = ev.cancelled_by ? "Cancelled by " + ev.cancelled_by : "Cancelled";
+      const words = { succeeded: "Finished.",
+                      cancelled: state.startTs ? by + ": the best epoch so far is kept."
+                                               : by + " before it started.",
                       failed: "Failed: " + (ev.error || "see the worker's log") };
       $("phase").textContent = words[ev.status] || ev.status;
       $("stat-eta").textContent = "–";
@@ -261,9 +267,24 @@
   }
   socket.on("queue_position", showPlace);
 
+  // Cancel asks first, in the page (one tap on a phone must not end someone's run).
   const cancel = $("cancel");
   if (cancel) {
-    cancel.addEventListener("click", async () => {
+    const confirmBox = $("cancel-confirm");
+    cancel.addEventListener("click", () => {
+      $("cancel-question").textContent = "Cancel " + cancel.dataset.whose + " run?";
+      cancel.hidden = true;
+      confirmBox.hidden = false;
+      $("cancel-no").focus();
+    });
+    $("cancel-no").addEventListener("click", () => {
+      confirmBox.hidden = true;
+      cancel.hidden = false;
+      cancel.focus();
+    });
+    $("cancel-yes").addEventListener("click", async () => {
+      confirmBox.hidden = true;
+      cancel.hidden = false;
       cancel.disabled = true;
       cancel.textContent = "Cancelling…";
       try {
@@ -271,8 +292,11 @@
         const body = await resp.json();
         if (resp.ok) {
           state.cancelling = true;
-          $("phase").textContent = body.outcome === "cancelled" ? "Cancelled before it started."
-            : "Stopping at the next batch; the best epoch so far is kept…";
+          // The run's own end may have arrived first: it says who cancelled it; keep that.
+          if (state.status !== "cancelled") {
+            $("phase").textContent = body.outcome === "cancelled" ? "Cancelled before it started."
+              : "Stopping at the next batch; the best epoch so far is kept…";
+          }
         } else {
           Lab.showError("live-error", body.error || "Could not cancel this run.");
           cancel.disabled = false; cancel.textContent = "Cancel run";

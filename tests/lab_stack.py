@@ -43,8 +43,9 @@ class LabStack:
             "LAB_WEIGHTS_BASE_URL": f"http://127.0.0.1:{stack.free_port()}/weights",
             "LAB_WEIGHTS_DIR": str(workdir / "weights"),
             **FAST_LOSS,
-            # Tests queue several runs from one address; the cap has its own tests.
-            "LAB_MAX_QUEUED_PER_CLIENT": "0",
+            # Tests queue several runs from one client; the caps have their own tests.
+            "LAB_MAX_QUEUED_PER_CLIENT": "0", "LAB_MAX_RUNS_PER_STUDENT": "0",
+            "LAB_MAX_QUEUED": "0",
             **(extra_env or {}),
         }
         self.passcode = self.env.get("LAB_PASSCODE")

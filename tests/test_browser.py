@@ -262,14 +262,21 @@ def test_queue_position_and_cancel_from_the_run_pages(idle_lab, watched):
     page = watched().page
     page.goto(f"{idle_lab.url}/runs/{queued}")
     assert "position 1" in page.locator("#phase").inner_text()
+    page.click("#cancel")  # asks first: one tap on a phone must not end a run
+    assert page.locator("#cancel-question").inner_text() == "Cancel this run?"
+    page.click("#cancel-no")
+    assert page.locator("#cancel").is_visible() and idle_lab.run(queued)["status"] == "queued"
     page.click("#cancel")
+    page.click("#cancel-yes")
     page.wait_for_function("document.getElementById('status').textContent === 'cancelled'",
                            timeout=30_000)
     assert idle_lab.run(queued)["status"] == "cancelled"
+    assert page.locator("#phase").inner_text() == "Cancelled by someone before it started."
 
     page.goto(f"{idle_lab.url}/runs/{running}")
     wait_points(page, "loss-chart", 1)  # an epoch has been drawn
     page.click("#cancel")
+    page.click("#cancel-yes")
     page.wait_for_function("document.getElementById('status').textContent === 'cancelled'",
                            timeout=60_000)
     assert idle_lab.run(running)["status"] == "cancelled"
@@ -505,6 +512,7 @@ def test_live_stream_goes_on_through_a_redis_outage_without_reload(idle_lab, wat
     assert page.evaluate("window.__sameLoad === true")
     assert page.locator("#status").text_content() == "running"
     page.click("#cancel")  # cancelling works again once Redis is back
+    page.click("#cancel-yes")
     page.wait_for_function("document.getElementById('status').textContent === 'cancelled'",
                            timeout=90_000)
 
@@ -548,6 +556,7 @@ def test_locked_lab_unlock_then_launch_while_visitors_only_watch(idle_locked_lab
     assert visitor.locator("#unlock-to-cancel").is_visible()
     shot(visitor, "run-locked")
     instructor.click("#cancel")
+    instructor.click("#cancel-yes")
     for page in (instructor, visitor):
         page.wait_for_function(
             "document.getElementById('status').textContent === 'cancelled'", timeout=90_000)

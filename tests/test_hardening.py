@@ -160,20 +160,12 @@ def test_cancelling_someone_elses_run_needs_the_passcode(idle_locked_lab):
     lab.wait_status(other, ("cancelled", "failed"))
 
 
-def test_each_address_may_have_two_runs_waiting(idle_locked_lab):
+def test_the_passcode_holder_is_not_held_to_the_per_address_cap(idle_locked_lab):
+    # The locked lab caps each address at 2 runs; the instructor's demo always gets in.
+    # (The cap itself, for those without the passcode: tests/test_classroom.py.)
     lab = idle_locked_lab
-    first, second = lab.launch(LONG), lab.launch(LONG)
-    third = lab.post("/api/runs", json=LONG)
-    assert third.status_code == 429
-    assert "already has 2 runs queued or training (at most 2 at a time)" in third.json()["error"]
-    form = lab.post("/train", data={
-        "recipe": "fast_cnn", "epochs": "1", "batch_size": "8", "val_split": "0.15",
-        "early_stopping_patience": "2", "lr_factor": "0.5", "lr_patience": "1", "seed": "1"})
-    assert form.status_code == 200 and "already has 2 runs" in form.text
-    lab.post(f"/api/runs/{second}/cancel")
-    lab.wait_status(second, "cancelled")
-    assert lab.post("/api/runs", json=LONG).status_code == 202  # room again
-    assert lab.run(first)["status"] in ("queued", "running")
+    runs = [lab.launch(LONG) for _ in range(3)]
+    assert all(lab.run(r)["status"] in ("queued", "running") for r in runs)
 
 
 def test_wrong_passcodes_are_throttled_and_unlock_never_leaves_the_site(idle_locked_lab):
@@ -191,10 +183,16 @@ def test_wrong_passcodes_are_throttled_and_unlock_never_leaves_the_site(idle_loc
         resp = guesser.post(lab.url + "/unlock", data={"passcode": f"guess{i}"}, timeout=30)
         assert "That is not the lab passcode" in resp.text
     blocked = guesser.post(lab.url + "/unlock", data={"passcode": PASSCODE}, timeout=30)
-    assert "too many wrong passcodes" in blocked.text
-    api = requests.post(lab.url + "/api/runs", json=TINY, timeout=30,
-                        headers={"X-Lab-Passcode": PASSCODE})
+    assert "too many wrong passcodes from this browser" in blocked.text
+    api = guesser.post(lab.url + "/api/runs", json=TINY, timeout=30,
+                       headers={"X-Lab-Passcode": PASSCODE})
     assert api.status_code == 429 and "try again in" in api.json()["error"]
+    # Only that browser: the instructor behind the same address gets in (issue 18; the
+    # address is throttled only after many more tries, see test_hardening_round2).
+    instructor = requests.post(lab.url + "/api/runs", json=TINY, timeout=30,
+                               headers={"X-Lab-Passcode": PASSCODE})
+    assert instructor.status_code == 202
+    lab.post(f"/api/runs/{instructor.json()['id']}/cancel")
     lab.web.stop()  # the count lives in the web process; a restart clears it for the others
     lab.start_web()
 

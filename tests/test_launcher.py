@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,9 @@ def _start(tmp_path, name: str, dataset, **env) -> tuple[subprocess.Popen, dict]
             "LAB_MODELS_DIR": str(tmp_path / name / "models"), "LAB_DATA_DIR": str(dataset),
             **env}
     full.pop("DATABASE_URL", None)
+    for name_ in ("LAB_PASSCODE", "LAB_LOCK_LAUNCH"):  # what make run does by default
+        if name_ not in env:
+            full.pop(name_, None)
     out = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 - the child keeps it
     proc = subprocess.Popen([sys.executable, "-m", "launcher"], cwd=ROOT, env=full,
                             stdout=out, stderr=subprocess.STDOUT)
@@ -91,6 +95,36 @@ def test_two_labs_run_side_by_side_and_ctrl_c_stops_only_their_parts(tmp_path, t
         existing.stop()
 
 
+def test_make_run_makes_up_an_instructor_passcode_and_keeps_it(tmp_path, tiny_dataset):
+    lab = Launched(tmp_path, tiny_dataset)
+    try:
+        said = re.search(r"instructor passcode: (\S+)", lab.log())
+        assert said, lab.log()
+        passcode = said.group(1)
+        kept = tmp_path / "lab" / "state" / "passcode"
+        assert kept.read_text().strip() == passcode and kept.stat().st_mode & 0o077 == 0
+        # The class launches without it; the instructor's controls need it.
+        run_id = lab.launch(ENDLESS)
+        stranger = requests.post(f"{lab.url}/api/runs/{run_id}/cancel", timeout=10)
+        assert stranger.status_code == 401
+        instructor = requests.post(f"{lab.url}/api/runs/{run_id}/cancel", timeout=10,
+                                   headers={"X-Lab-Passcode": passcode})
+        assert instructor.status_code == 202
+        assert lab.wait_status(run_id, "cancelled")["cancelled_by"] == "the instructor"
+    finally:
+        lab.stop()
+    again = Launched(tmp_path, tiny_dataset)  # the same state folder: the same passcode
+    try:
+        assert f"instructor passcode: {passcode}" in again.log()
+    finally:
+        again.stop()
+    opened = Launched(tmp_path, tiny_dataset, name="open", LAB_PASSCODE="")
+    try:
+        assert "no passcode (LAB_PASSCODE is empty)" in opened.log()
+    finally:
+        opened.stop()
+
+
 def test_a_taken_port_is_a_clear_error(tmp_path, tiny_dataset):
     import socket
 
@@ -114,12 +148,14 @@ RESTART_BOUND_S = 60  # a killed part answers again within this
 class Launched:
     """A lab started as ``python -m launcher`` (what ``make run`` runs) on ports of its own."""
 
-    def __init__(self, tmp_path, dataset, name: str = "lab"):
+    def __init__(self, tmp_path, dataset, name: str = "lab", **env: str):
         self.tmp_path, self.name = tmp_path, name
         self.port, self.redis_port = stack.free_port(), stack.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.http = requests.Session()  # one person: it owns the runs it launches
         self.proc, self.env = _start(tmp_path, name, dataset, LAB_PORT=str(self.port),
-                                     REDIS_URL=f"redis://127.0.0.1:{self.redis_port}/0")
+                                     REDIS_URL=f"redis://127.0.0.1:{self.redis_port}/0",
+                                     **env)
         self.patterns = {"web": f"-m dashboard --host 127.0.0.1 --port {self.port}",
                          "worker": f"-n lab-{self.port}@",
                          "redis": f"redis-server 127.0.0.1:{self.redis_port}"}
@@ -178,7 +214,7 @@ class Launched:
             time.sleep(0.1)
 
     def launch(self, config: dict) -> str:
-        resp = requests.post(self.url + "/api/runs", json=config, timeout=10)
+        resp = self.http.post(self.url + "/api/runs", json=config, timeout=10)
         assert resp.status_code == 202, resp.text
         return resp.json()["id"]
 
@@ -300,7 +336,7 @@ def test_a_killed_redis_is_restarted_with_its_data(tmp_path, tiny_dataset):
         assert lab.run(queued)["status"] == "queued"
         assert "redis-server stopped unexpectedly (exit code -9)" in lab.log()
         # The queued run's task, kept by Redis, is what starts it once the worker is free.
-        requests.post(f"{lab.url}/api/runs/{training}/cancel", timeout=10)
+        lab.http.post(f"{lab.url}/api/runs/{training}/cancel", timeout=10)
         lab.wait_status(training, "cancelled")
         lab.wait_status(queued, "succeeded")
     finally:

@@ -115,7 +115,8 @@ def _make_old_database(url: str) -> tuple[list[dict], list[dict]]:
                 heartbeat=t0 + n + 59 if status != "queued" else None,
                 cancel_requested=status == "cancelled",
                 best_val_accuracy=0.75 + n / 100 if status == "succeeded" else None,
-                epochs_done=len(seqs), client="10.0.0.7" if n % 2 else None))
+                epochs_done=len(seqs),
+                client="10.0.0.7/5f2a9c1e0b3d4a77" if n % 2 else None))
             for seq in seqs:
                 ev = {"run_id": run_id, "seq": seq, "type": f"epoch_end_{seq}",
                       "ts": t0 + n + seq / 10, "metrics": {"loss": 1 / seq}}
@@ -166,6 +167,11 @@ def test_a_database_from_before_migrations_is_upgraded_keeping_every_row(
             select(core.store.runs.c.id, core.store.runs.c.last_seq))}
     assert last_seq == {run_id: max(seqs, default=0) for run_id, (_, seqs) in OLD_RUNS.items()}
     assert last_seq["d4cancelled0"] == 0 and last_seq["c3failed0000"] == 7
+    with engine.connect() as conn:  # 0003: the owner is the browser part of the old client
+        owners = dict(conn.execute(select(core.store.runs.c.id, core.store.runs.c.owner)).all())
+    assert set(owners.values()) == {"5f2a9c1e0b3d4a77", None}
+    assert all((owner is not None) == (n % 2 == 1)
+               for n, owner in enumerate(owners[run_id] for run_id in OLD_RUNS))
     assert _revision(engine) == [HEAD]
     _assert_schema_is_head(engine)
     said = [r.getMessage() for r in caplog.records
@@ -209,7 +215,8 @@ def test_a_fresh_database_gets_exactly_the_head_schema(engine):
         fks = inspect(conn).get_foreign_keys("events")
     assert columns["last_seq"]["nullable"] is False
     assert "0" in str(columns["last_seq"]["default"])
-    assert indexes == {"ix_runs_created": ["created"], "ix_runs_status": ["status"]}
+    assert indexes == {"ix_runs_created": ["created"], "ix_runs_status": ["status"],
+                       "ix_runs_owner": ["owner"]}
     assert [(fk["referred_table"], fk["options"].get("ondelete")) for fk in fks] \
         == [("runs", "CASCADE")]
 

@@ -7,9 +7,11 @@ import pytest
 from core.settings import load_settings
 
 
-def test_defaults_are_an_open_lab_with_a_cap_of_three():
+def test_defaults_are_an_open_lab_with_caps_per_student_not_per_address():
     settings = load_settings({})
-    assert settings.passcode is None and settings.max_active_per_client == 3
+    assert settings.passcode is None and settings.max_active_per_client == 0
+    assert (settings.max_runs_per_student, settings.max_queued) == (2, 60)
+    assert settings.lock_launch is False
     assert settings.trusted_proxies == 0 and settings.secret_key is None
     assert settings.allowed_origins == () and settings.session_cookie == "lab_session_5000"
 
@@ -26,6 +28,10 @@ def test_passcode_cap_and_proxy_are_read():
     # The older on/off switch still means one proxy; a cookie name can be given.
     older = load_settings({"LAB_TRUST_PROXY": "yes", "LAB_SESSION_COOKIE": "room_b"})
     assert older.trusted_proxies == 1 and older.session_cookie == "room_b"
+    # A passcode set by hand locks launching unless LAB_LOCK_LAUNCH says otherwise.
+    assert settings.lock_launch is True
+    assert load_settings({"LAB_PASSCODE": "t", "LAB_LOCK_LAUNCH": "0"}).lock_launch is False
+    assert load_settings({"LAB_MAX_QUEUED_PER_ADDRESS": "4"}).max_active_per_client == 4
 
 
 @pytest.mark.parametrize("env,message", [
@@ -34,6 +40,8 @@ def test_passcode_cap_and_proxy_are_read():
     ({"LAB_HEARTBEAT_S": "0"}, "positive"),
     ({"LAB_RUN_LOST_AFTER_S": "soon"}, "a number of seconds"),
     ({"LAB_TRUSTED_PROXIES": "one"}, "a whole number"),
+    ({"LAB_LOCK_LAUNCH": "maybe"}, "1 or 0"),
+    ({"LAB_MAX_RUNS_PER_STUDENT": "-2"}, "0 \\(no limit\\) or more"),
 ])
 def test_bad_values_are_named(env, message):
     with pytest.raises(ValueError, match=f"{next(iter(env))} must be {message}"):

@@ -1,0 +1,162 @@
+"""A class on the real stack: who is who behind one address, caps per student, the
+instructor's passcode and controls, the fair queue."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from tests.conftest import PASSCODE
+from tests.lab_stack import ENDLESS, TINY, LabStack, Viewer
+
+ONE_EPOCH = {**TINY, "epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def class_lab(tiny_dataset, tmp_path_factory):
+    """What make run starts for a class: a passcode for the instructor, open launching, at
+    most 2 runs a student and 3 an address (opted in here, as for a public lab)."""
+    lab = LabStack(tmp_path_factory.mktemp("class"), tiny_dataset, {
+        "LAB_PASSCODE": PASSCODE, "LAB_LOCK_LAUNCH": "0", "LAB_MAX_RUNS_PER_STUDENT": "2",
+        "LAB_MAX_QUEUED": "60", "LAB_MAX_QUEUED_PER_ADDRESS": "0"}).start()
+    yield lab
+    lab.stop()
+
+
+@pytest.fixture
+def room(class_lab):
+    """The lab with nothing queued or running; the instructor cleans up after the test."""
+    instructor = _student(class_lab, None, passcode=True)
+    _clear(class_lab, instructor)
+    yield class_lab
+    _clear(class_lab, instructor)
+
+
+def _student(lab: LabStack, name: str | None, *, passcode: bool = False) -> requests.Session:
+    """A browser of its own (its own cookie jar), all from 127.0.0.1: one school router."""
+    s = requests.Session()
+    if name:
+        s.headers["X-Lab-Name"] = name
+    if passcode:
+        s.headers["X-Lab-Passcode"] = PASSCODE
+    s.base = lab.url  # type: ignore[attr-defined]
+    return s
+
+
+def _launch(s: requests.Session, config: dict = ONE_EPOCH) -> requests.Response:
+    return s.post(s.base + "/api/runs", json=config, timeout=30)  # type: ignore[attr-defined]
+
+
+def _clear(lab: LabStack, instructor: requests.Session) -> None:
+    for run in lab.get("/api/runs").json()["runs"]:
+        if run["status"] in ("queued", "running"):
+            instructor.post(f"{lab.url}/api/runs/{run['id']}/cancel", timeout=30)
+    for run in lab.get("/api/runs").json()["runs"]:
+        if run["status"] in ("queued", "running"):
+            lab.wait_status(run["id"], ("cancelled", "failed", "succeeded"))
+
+
+def test_each_student_is_someone_with_a_name_behind_one_address(room):
+    ada = _student(room, "Ada")  # an API client names itself with X-Lab-Name
+    a = _launch(ada)
+    assert a.status_code == 202, a.text
+    assert a.json()["run"]["owner_name"] == "Ada" and a.json()["run"]["mine"] is True
+    # A browser types its name into the Train form: markup, control characters, too long.
+    grace = _student(room, None)
+    form = grace.post(room.url + "/train", allow_redirects=False, timeout=30, data={
+        "name": "  <b>Grace</b>\x00\u202e Hopper  " + "x" * 60, "recipe": "fast_cnn",
+        "epochs": "1", "image_size": "32", "batch_size": "8", "val_split": "0.15",
+        "early_stopping_patience": "2", "lr_factor": "0.5", "lr_patience": "1", "seed": "1"})
+    assert form.status_code == 302, form.text
+    g_id = form.headers["Location"].rsplit("/", 1)[-1]
+    g = grace.get(f"{room.url}/api/runs/{g_id}", timeout=30)
+    assert g.json()["mine"] is True
+    shown = g.json()["owner_name"]
+    assert shown.startswith("<b>Grace</b> Hopper") and len(shown) == 40  # plain text, capped
+    assert "\x00" not in shown and "\u202e" not in shown
+    listed = {r["id"]: r for r in room.get("/api/runs").json()["runs"]}
+    assert listed[a.json()["id"]]["owner_name"] == "Ada"
+    assert listed[a.json()["id"]]["mine"] is False  # the test's own client launched neither
+    assert "owner" not in listed[a.json()["id"]] and "client" not in listed[a.json()["id"]]
+    # The name is remembered for that browser; the page shows it as text, never markup.
+    again = ada.post(room.url + "/api/runs", json=ONE_EPOCH, timeout=30, headers={
+        "X-Lab-Name": ""})
+    assert again.json()["run"]["owner_name"] == "Ada"
+    page = room.get(f"/runs/{g_id}").text
+    assert "&lt;b&gt;Grace&lt;/b&gt; Hopper" in page and "<b>Grace</b>" not in page
+    assert 'value="&lt;b&gt;Grace' in grace.get(room.url + "/train", timeout=30).text
+
+
+def test_thirty_students_behind_one_address_all_at_once_get_two_runs_each(room):
+    students = [_student(room, f"Student {i}") for i in range(30)]
+    for s in students:  # each opened the lab's page first, as a browser does: its identity
+        s.get(room.url + "/train", timeout=30)
+    tries = [s for s in students for _ in range(3)]  # each sends three launches at once
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        answers = list(pool.map(_launch, tries))
+    by_student: dict[str, list[int]] = {}
+    for s, resp in zip(tries, answers, strict=True):
+        by_student.setdefault(s.headers["X-Lab-Name"], []).append(resp.status_code)
+    assert all(sorted(codes) == [202, 202, 429] for codes in by_student.values()), by_student
+    refused = next(r for r in answers if r.status_code == 429).json()["error"]
+    assert refused == ("you already have 2 runs queued or training (at most 2 each); wait for "
+                       "one to finish or cancel one")
+
+
+def test_the_instructor_is_exempt_and_a_guessing_student_locks_out_only_themselves(room):
+    instructor = _student(room, "Ms Lovelace", passcode=True)
+    assert all(_launch(instructor).status_code == 202 for _ in range(3))  # past the cap
+    guesser = _student(room, "Bob")
+    for i in range(9):
+        wrong = guesser.post(f"{room.url}/api/runs/x/next", timeout=30,
+                             headers={"X-Lab-Passcode": f"guess{i}"})
+    assert wrong.status_code == 429 and "from this browser" in wrong.json()["error"]
+    # The same address, another browser: the right passcode still works.
+    late = _student(room, None, passcode=True)
+    assert _launch(late).status_code == 202
+    # And watching or launching never needed it.
+    assert _launch(_student(room, "Carol")).status_code == 202
+
+
+def test_only_the_owner_or_the_instructor_cancels_and_the_run_says_who(room):
+    ada, mallory = _student(room, "Ada"), _student(room, "Mallory")
+    first = _launch(ada, ENDLESS).json()["id"]
+    queued = _launch(ada).json()["id"]
+    refused = mallory.post(f"{room.url}/api/runs/{first}/cancel", timeout=30)
+    assert refused.status_code == 401 and room.run(first)["status"] in ("queued", "running")
+    assert ada.post(f"{room.url}/api/runs/{queued}/cancel", timeout=30).status_code == 202
+    run = room.run(queued)
+    assert run["cancelled_by"] == "Ada" and run["started"] is None
+    assert room.events(queued)[-1]["cancelled_by"] == "Ada"
+    room.wait_event(first, "batch")
+    instructor = _student(room, None, passcode=True)
+    assert instructor.post(f"{room.url}/api/runs/{first}/cancel", timeout=30).status_code == 202
+    run = room.wait_status(first, "cancelled")
+    assert run["cancelled_by"] == "the instructor"
+    assert room.events(first)[-1]["cancelled_by"] == "the instructor"  # from the worker's end
+
+
+def test_the_queue_is_fair_and_the_instructor_can_move_a_run_to_the_front(room):
+    instructor = _student(room, None, passcode=True)
+    blocker = _launch(instructor, ENDLESS).json()["id"]  # holds the one worker
+    room.wait_event(blocker, "batch")
+    greedy, bea, cy = _student(room, "Greedy"), _student(room, "Bea"), _student(room, "Cy")
+    g1, g2 = _launch(greedy).json()["id"], _launch(greedy).json()["id"]
+    b1, c1 = _launch(bea).json()["id"], _launch(cy).json()["id"]
+    positions = {r: room.run(r)["queue_position"] for r in (g1, g2, b1, c1)}
+    # Nobody's second run before everybody's first: launched g1 g2 b1 c1, started g1 b1 c1 g2.
+    assert positions == {g1: 1, b1: 2, c1: 3, g2: 4}
+    watcher = Viewer(room.url, g2)
+    assert watcher.join_reply["queue_position"] == 4
+    assert greedy.post(f"{room.url}/api/runs/{g2}/next", timeout=30).status_code == 401
+    moved = instructor.post(f"{room.url}/api/runs/{g2}/next", timeout=30)
+    assert moved.status_code == 202 and moved.json()["run"]["queue_position"] == 1
+    watcher.wait_position(1)  # pushed to the viewer as the queue moves
+    instructor.post(f"{room.url}/api/runs/{blocker}/cancel", timeout=30)
+    for run_id in (g2, b1, c1, g1):
+        room.wait_status(run_id, "succeeded", timeout=240)
+    watcher.disconnect()
+    started = sorted((g2, g1, b1, c1), key=lambda r: room.run(r)["started"])
+    assert started == [g2, b1, c1, g1]  # after g2, Greedy's turn comes round last
