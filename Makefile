@@ -8,7 +8,7 @@ TF_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 LAB_DATA_DIR ?= ../shared/data/dogs-vs-cats/train
 LAB_MODELS_DIR ?= models
 
-.PHONY: help install os-deps test lint run demo data web worker bench clean
+.PHONY: help install os-deps test lint run demo data web worker bench compose-check clean
 
 help:
 	@echo "make run    - set up and run the whole lab (redis-server, a worker, the web server)"
@@ -19,6 +19,7 @@ help:
 	@echo "make web    - the web server alone (API and live channel; needs redis-server)"
 	@echo "make worker - one Celery training worker alone (needs redis-server)"
 	@echo "make bench  - benchmarks: scan speed, live latency, held-out accuracy (long)"
+	@echo "make compose-check - the Docker Compose stack for real: build, train, restart (long)"
 
 install: $(VENV)/.installed node_modules/.installed
 
@@ -29,7 +30,9 @@ node_modules/.installed: package.json package-lock.json | os-deps
 
 # OS packages, installed only when missing: python3-venv (a separate Debian package),
 # redis-server (the job queue and live-event bus; the tests start their own), chromium (the
-# browser tests drive it) and npm (fetches the Socket.IO client the dashboard serves).
+# browser tests drive it), npm (fetches the Socket.IO client the dashboard serves) and
+# postgresql (the tests start their own server for the PostgreSQL run store; Debian keeps
+# initdb and pg_ctl in /usr/lib/postgresql/<version>/bin, off the PATH).
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq
 os-deps:
 	@missing=""; \
@@ -37,15 +40,19 @@ os-deps:
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	ls /usr/lib/postgresql/*/bin/initdb /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 \
+	  || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing OS packages:$$missing (needs root)"; \
 	  apt-get update -qq && $(APT_INSTALL) $$missing; \
 	fi
 
-$(VENV)/.installed: pyproject.toml | os-deps
+# The postgres extra (psycopg) too: the tests run the run store on PostgreSQL as well.
+# Makefile is a prerequisite so that a venv made before a change of these lines is redone.
+$(VENV)/.installed: pyproject.toml Makefile | os-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[$(TF_EXTRA),dev]"
+	$(PY) -m pip install -q -e ".[$(TF_EXTRA),dev,postgres]"
 	touch $@
 
 lint: $(VENV)/.installed
@@ -88,6 +95,13 @@ bench: install
 	$(PY) bench/live_latency.py --clients 50
 	$(PY) bench/accuracy.py --data "$(LAB_DATA_DIR)" --recipe fast_cnn --epochs 30 --early-stopping-patience 6
 	$(PY) bench/accuracy.py --data "$(LAB_DATA_DIR)" --recipe seed_cnn --epochs 15
+
+# The Docker Compose stack for real (not part of `make test`: minutes, and it needs Docker):
+# builds the CPU image, starts the stack, trains and predicts through the API, restarts it
+# and tears it all down again. Only python3 and Docker are needed, no venv. Options:
+# COMPOSE_CHECK_ARGS="--keep-images --build-gpu ..." (see bench/compose_check.py).
+compose-check:
+	$(PYTHON) bench/compose_check.py $(COMPOSE_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache bench/out

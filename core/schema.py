@@ -32,9 +32,6 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 log = logging.getLogger(__name__)
-# Alembic says at INFO what it loads and assumes on every start of every process: noise in
-# the lab's logs (its warnings and errors still show).
-logging.getLogger("alembic").setLevel(logging.WARNING)
 
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
 BASELINE_REVISION = "0001_initial"  # the tables as the lab made them before migrations

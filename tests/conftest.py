@@ -81,6 +81,34 @@ def service(lab_settings, bus):
     return svc
 
 
+# -- PostgreSQL: a server of the tests' own (tests/postgres.py) ---------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server for the session, on 127.0.0.1 only; ``.url`` is its database "lab".
+
+    Skips (saying how to install it) when PostgreSQL or psycopg is missing; ``make test``
+    installs both.
+    """
+    from tests.postgres import PostgresServer, unavailable
+
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a fresh, empty PostgreSQL database of this test's own (dropped after it)."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)
+
+
 # -- the real stack and its data ----------------------------------------------------------
 
 

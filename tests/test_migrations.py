@@ -29,7 +29,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Engine, make_url
 
 import core.schema
 import core.store
@@ -78,12 +78,13 @@ OLD_RUNS = {
 }
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request, tmp_path) -> str:
-    """A URL of an empty database (a PostgreSQL param can join "sqlite" here later)."""
+    """A URL of an empty database: a SQLite file, or a fresh database on the tests' own
+    PostgreSQL server (conftest.py's ``postgres_url``)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'lab.sqlite3'}"
-    raise NotImplementedError(request.param)  # pragma: no cover
+    return request.getfixturevalue("postgres_url")
 
 
 @pytest.fixture
@@ -314,7 +315,12 @@ def test_a_database_from_a_newer_lab_is_refused_clearly(database_url, engine):
         upgrade_to_head(make_engine(database_url))
     message = str(raised.value)
     assert "was made by a newer version of the lab (revision 0042_from_the_future)" in message
-    assert "lab.sqlite3" in message and "point DATABASE_URL at another database" in message
+    # It names the database (the SQLite file, or PostgreSQL's host, port and database), never
+    # the password.
+    url = make_url(database_url)
+    assert url.render_as_string(hide_password=True) in message
+    assert url.database in message and "point DATABASE_URL at another database" in message
+    assert not url.password or url.password not in message
     assert _revision(engine) == ["0042_from_the_future"]
 
 

@@ -3,6 +3,7 @@ real-stack ones (test_live.py). One owner of the lifecycle, one numbering of eve
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -16,6 +17,23 @@ from ml import events
 from ml.model_io import CARD_FILE, MODEL_FILE
 
 CONFIG = {"recipe": "fast_cnn", "epochs": 2}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def lab_settings(request, lab_settings):
+    """Every test here twice: over a SQLite file and over a fresh PostgreSQL database (the
+    tests' own server), so the concurrency rules hold on both stores. conftest.py's
+    ``service``, ``app`` and ``client`` are built over these settings."""
+    if request.param == "sqlite":
+        return lab_settings
+    return dataclasses.replace(lab_settings,
+                               database_url=request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def service(service):
+    yield service
+    service.store.engine.dispose()  # the database is dropped after the test
 
 
 def _epoch(n: int) -> dict:
@@ -48,9 +66,12 @@ def test_a_broker_that_refuses_the_task_leaves_no_run(lab_settings, bus):
 
     svc = RunService(RunStore(lab_settings.database_url), models_dir=lab_settings.models_dir,
                      bus=bus, enqueue=refuse)
-    with pytest.raises(QueueDown):
-        svc.create(CONFIG)
-    assert svc.store.list_runs() == [] and bus.events == []
+    try:
+        with pytest.raises(QueueDown):
+            svc.create(CONFIG)
+        assert svc.store.list_runs() == [] and bus.events == []
+    finally:
+        svc.store.engine.dispose()
 
 
 def test_concurrent_claims_start_each_run_once(service):
