@@ -74,6 +74,18 @@ def test_a_broker_that_refuses_the_task_leaves_no_run(lab_settings, bus):
         svc.store.engine.dispose()
 
 
+def test_workers_claim_in_the_fair_order_and_promoted_runs_first(service):
+    a1 = service.create(CONFIG, owner="A", owner_name="Ada")["id"]
+    a2 = service.create(CONFIG, owner="A", owner_name="Ada")["id"]
+    b1 = service.create(CONFIG, owner="B", owner_name="Bea")["id"]
+    c1 = service.create(CONFIG, owner="C", owner_name="Cy")["id"]
+    assert service.queue_positions() == {a1: 1, b1: 2, c1: 3, a2: 4}
+    assert service.claim_next("w1")["id"] == a1
+    assert service.promote(a2) and service.claim_next("w2")["id"] == a2  # run next
+    assert [service.claim_next("w1")["id"], service.claim_next("w2")["id"]] == [b1, c1]
+    assert service.claim_next("w1") is None and not service.promote(a1)  # not queued now
+
+
 def test_concurrent_claims_start_each_run_once(service):
     ids = {service.create(CONFIG)["id"] for _ in range(3)}
     claims: list = []
