@@ -75,14 +75,14 @@ class RunService:
         if ev is not None:
             self._bus.publish(ev)
         if queue_changed or left_queue:
-            positions: dict[str, int | None] = dict(self.queue_positions())
+            positions: dict[str, int | None] = {**self.queue_positions()}
             if left_queue:
                 positions[left_queue] = None  # its viewers stop showing a place in line
             self._bus.publish_queue(positions)
 
-    def queue_positions(self) -> dict[str, int | None]:
+    def queue_positions(self) -> dict[str, int]:
         """Each queued run's place in the order runs will start (1 = next)."""
-        return dict(self.store.queue_positions())
+        return self.store.queue_positions()
 
     # -- launch -----------------------------------------------------------------------------
 
@@ -106,15 +106,6 @@ class RunService:
         log.info("run %s queued: %s", run_id, config)
         self._announce(queued, queue_changed=True)
         return self.store.get_run(run_id) or {}
-
-    def requeue(self) -> int:
-        """Send one training task per queued run (their messages may have been lost); a
-        spare task is harmless, since it only finds no run to claim."""
-        queued = self.store.run_ids(status="queued")
-        if self._enqueue is not None:
-            for _ in queued:
-                self._enqueue()
-        return len(queued)
 
     def heal_queue(self, waiting: int) -> int:
         """Send training tasks for queued runs that have none (Redis lost its data, a message

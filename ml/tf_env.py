@@ -76,19 +76,22 @@ def resolve_precision(setting: str) -> str:
 def share_gpus(memory_limit_mb: int | None = None) -> int:
     """Let several runs share each GPU: TensorFlow otherwise takes all of a GPU's memory
     for the first process. Memory grows as a run needs it, or with ``memory_limit_mb`` each
-    process gets at most that much. Call before TensorFlow first touches a GPU; returns how
-    many GPUs it set (0 on a CPU machine)."""
+    process gets at most that much. Call before TensorFlow first touches a GPU; a second
+    call keeps what the first one set (the worker sets its limit, then ``ml.train`` asks for
+    growth). Returns how many GPUs there are (0 on a CPU machine)."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
+        if tf.config.get_logical_device_configuration(gpu):
+            continue  # given a memory limit already: growth cannot be set on top of it
         try:
             if memory_limit_mb:
                 tf.config.set_logical_device_configuration(
                     gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=memory_limit_mb)])
             else:
                 tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised in this process: it keeps what it has
+        except (RuntimeError, ValueError):  # already initialised here: it keeps what it has
             pass
     return len(gpus)
 

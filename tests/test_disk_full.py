@@ -123,10 +123,14 @@ def test_a_disk_that_fills_after_the_first_checkpoint_keeps_the_first_epoch(
     assert finished["type"] == "run_finished" and finished["status"] == "succeeded"
     assert summary["status"] == "succeeded"
     assert [e["epoch"] for e in events if e["type"] == "checkpoint"] == [1]
-    assert [e["epoch"] for e in events if e["type"] == "epoch"] == [1, 2]  # stopped there
     assert finished["best_epoch"] == summary["metrics"]["best_epoch"] == 1
     [note] = summary["notes"]
-    assert note.startswith("epoch 2's checkpoint could not be saved because the disk is full")
+    # The next better epoch (usually 2; on CPU noise sometimes 3) found the disk full, and
+    # the run stopped right there.
+    failed = int(re.match(r"epoch (\d+)'s checkpoint could not be saved because the disk is "
+                          r"full", note).group(1))
+    assert failed >= 2
+    assert [e["epoch"] for e in events if e["type"] == "epoch"] == list(range(1, failed + 1))
     assert "kept epoch 1" in note and finished["error"] == note
     assert_plain(note)
     for record in caplog.records:

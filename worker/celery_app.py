@@ -87,8 +87,11 @@ def _on_worker_ready(sender=None, **_kw) -> None:
     # rather than after the heartbeat timeout.
     service.reap_lost(worker=nodename)
     # A queued run whose message was lost (Redis restarted without saving) would wait
-    # forever; a spare message is harmless because a message claims a run, not this one.
-    service.requeue()
+    # forever: send the ones missing (a spare would only find nothing to claim).
+    try:
+        service.heal_queue(waiting_tasks())
+    except Exception as exc:  # Redis is away: the web process heals the queue later
+        log.warning("could not check the queue for lost tasks: %s", exc)
     threading.Thread(target=_announce, args=(nodename, _stop_announcing), daemon=True,
                      name="lab-presence").start()
     log.info("worker %s ready on %s: data %s, models %s", nodename,
