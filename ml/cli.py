@@ -104,8 +104,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ml.train import train
 
     config = parse_config(_config_from_args(args))  # bad options fail before any scan
-    summary = train(config, args.data, args.out, on_event=_ProgressBar(sys.stderr.isatty()
-                                                                       or args.progress))
+    summary = train(config, args.data, args.out,
+                    on_event=_ProgressBar(sys.stderr.isatty() or args.progress),
+                    photo_cache_dir=args.photo_cache)
     metrics = summary["metrics"]
     if args.json:
         _print_json(summary)
@@ -213,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=list(PRECISIONS))
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--progress", action="store_true", help="progress bar even when not a tty")
+    p.add_argument("--photo-cache", metavar="DIR",
+                   help="decode the photos once into this folder and reuse them (as the lab "
+                        "does in its state folder)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="accuracy of a saved model on a dataset folder")

@@ -15,7 +15,9 @@ Types and their fields (beyond the four common ones):
 - ``run_started``    config, epochs, steps_per_epoch, train_count, val_count, skipped_count,
                      recipe, image_size, learning_rate, schedule, label_smoothing,
                      weight_decay, precision ("float32" | "bfloat16" | "float16", what "auto"
-                     resolved to), device (what it trains on: ``ml.device.describe_device``)
+                     resolved to), device (what it trains on: ``ml.device.describe_device``),
+                     photo_cache (None: decoded as it goes; else state "built" | "reused" and
+                     seconds it took: ``ml.photo_cache``)
 - ``batch``          epoch (1-based), step (1-based), steps, loss, accuracy, lr, images_per_s,
                      aggregation="running_mean" (Keras reports batch metrics as running means
                      over the epoch so far, not the loss of that one batch). Throttled: at most
@@ -89,14 +91,15 @@ def run_queued(config: dict[str, Any]) -> Body:
 def run_started(*, config: dict[str, Any], recipe: str, image_size: int,
                 learning_rate: float, epochs: int, steps_per_epoch: int, train_count: int,
                 val_count: int, skipped_count: int, schedule: str, label_smoothing: float,
-                weight_decay: float, precision: str, device: dict[str, Any] | None = None
-                ) -> Body:
+                weight_decay: float, precision: str, device: dict[str, Any] | None = None,
+                photo_cache: dict[str, Any] | None = None) -> Body:
     """Training began: what it trains on and how."""
     return _body("run_started", config=config, recipe=recipe, image_size=image_size,
                  learning_rate=learning_rate, epochs=epochs, steps_per_epoch=steps_per_epoch,
                  train_count=train_count, val_count=val_count, skipped_count=skipped_count,
                  schedule=schedule, label_smoothing=label_smoothing,
-                 weight_decay=weight_decay, precision=precision, device=device)
+                 weight_decay=weight_decay, precision=precision, device=device,
+                 photo_cache=photo_cache)
 
 
 def batch(*, epoch: int, step: int, steps: int, loss: float | None, accuracy: float | None,

@@ -1,16 +1,23 @@
 """tf.data input pipeline: read, decode, resize, cache, shuffle, batch, prefetch.
 
 Images are cached as resized uint8 tensors (4x smaller than float) when they fit in the
-memory budget, so each JPEG is decoded once per run, not once per epoch. Scaling to [0, 1]
-and augmentation happen inside the model, so a saved model carries its own preprocessing.
+memory budget, so each JPEG is decoded once per run, not once per epoch; with a shared
+photo cache (``ml.photo_cache``) batches are gathered from it and nothing is decoded at all.
+Scaling to [0, 1] and augmentation happen inside the model, so a saved model carries its
+own preprocessing.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+
+from ml.photo_cache import PhotoCache
 
 log = logging.getLogger(__name__)
 
@@ -42,15 +49,33 @@ def decode_and_resize(data, image_size: int):
     return resize_to_uint8(image, image_size)
 
 
+def decode_many(paths: list[str], image_size: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(position, image) for each of the photos that decode, in any order, decoded in
+    parallel (building the shared photo cache)."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((np.arange(len(paths)), np.array(paths)))
+    ds = ds.map(lambda i, p: (i, decode_and_resize(tf.io.read_file(p), image_size)),
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+    ds = ds.ignore_errors().batch(256).prefetch(2)
+    for positions, batch in ds.as_numpy_iterator():
+        yield from zip(positions.tolist(), batch, strict=True)
+
+
 def make_dataset(df: pd.DataFrame, image_size: int, batch_size: int, *, shuffle: bool,
-                 seed: int = 42, cache: bool | None = None):
+                 seed: int = 42, cache: bool | None = None,
+                 photos: PhotoCache | None = None, root: Path | None = None):
     """A batched ``tf.data.Dataset`` of (uint8 image, float label) from a scan DataFrame.
 
     Files that fail to decode despite passing the scan (the scan reads only a file's head
     and tail, so a JPEG with garbage inside gets through) are dropped with a warning
-    instead of stopping the run.
+    instead of stopping the run. With ``photos`` (the shared cache of dataset folder
+    ``root`` at this size) the images come from it.
     """
     import tensorflow as tf
+
+    if photos is not None and root is not None:
+        return _from_photo_cache(photos, df, root, batch_size, shuffle=shuffle, seed=seed)
 
     if cache is None:
         cache = len(df) * image_size * image_size * 3 <= cache_budget_bytes()
@@ -71,3 +96,27 @@ def make_dataset(df: pd.DataFrame, image_size: int, batch_size: int, *, shuffle:
     if shuffle:
         ds = ds.shuffle(min(len(df), 20_000), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _from_photo_cache(photos: PhotoCache, df: pd.DataFrame, root: Path, batch_size: int, *,
+                      shuffle: bool, seed: int):
+    """Batches gathered from the memory-mapped cache: indices are shuffled and batched, and
+    each batch of rows is copied out in one go (a per-photo Python call would be slower)."""
+    import tensorflow as tf
+
+    rows, labels = photos.select(df, root)
+    size = photos.image_size
+    ds = tf.data.Dataset.from_tensor_slices((rows, labels.astype("float32")))
+    if shuffle:
+        ds = ds.shuffle(len(rows), seed=seed, reshuffle_each_iteration=True)
+
+    def gather(batch_rows: np.ndarray) -> np.ndarray:
+        return photos.images[batch_rows]
+
+    def load(batch_rows, batch_labels):
+        images = tf.numpy_function(gather, [batch_rows], tf.uint8, stateful=False)
+        images.set_shape([None, size, size, 3])
+        return images, batch_labels
+
+    return ds.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE,
+                                    deterministic=True).prefetch(tf.data.AUTOTUNE)

@@ -205,7 +205,8 @@ def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLi
           out_dir: str | os.PathLike[str], *, on_event: EventHandler | None = None,
           should_stop: Callable[[], bool] | None = None, run_id: str | None = None,
           sink: EventSink | None = None, pretrained: bool = True,
-          resume_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+          resume_dir: str | os.PathLike[str] | None = None,
+          photo_cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Train a model on a dataset folder and save ``model.keras`` plus ``card.json`` in out_dir.
 
     Events go to ``on_event`` as they happen, numbered here (see ``ml.events``), or with
@@ -215,7 +216,8 @@ def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLi
     With ``resume_dir``, the model and optimizer are backed up there after every epoch and a
     run started again with the same config and folders carries on from the last finished
     epoch (for hours-long benchmark runs; exact for the fixed schedules, whose rate follows
-    the optimizer's step count).
+    the optimizer's step count). With ``photo_cache_dir`` the photos come from the shared
+    cache of decoded photos there (``ml.photo_cache``), built first if need be.
     Returns the run summary (the card without its history).
     """
     cfg = config if isinstance(config, TrainConfig) else parse_config(config)
@@ -224,7 +226,7 @@ def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLi
     out = Path(out_dir)
     try:
         summary = _train(cfg, Path(data_dir), out, record, should_stop, run_id, pretrained,
-                         resume_dir)
+                         resume_dir, photo_cache_dir)
     except BaseException as exc:
         error: BaseException = exc
         if isinstance(exc, Exception) and not isinstance(exc, LabError) and is_disk_full(exc):
@@ -245,7 +247,8 @@ def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLi
 
 def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
            should_stop: Callable[[], bool] | None, run_id: str, pretrained: bool,
-           resume_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+           resume_dir: str | os.PathLike[str] | None = None,
+           photo_cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     from ml.recipes import get_recipe
 
     recipe = get_recipe(cfg.recipe)
@@ -269,9 +272,19 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
 
     share_gpus()  # memory as needed, not all of it: other runs may share the GPU
 
+    photos = None
+    if photo_cache_dir is not None:
+        from ml.photo_cache import open_photo_cache
+        from ml.pipeline import decode_many
+
+        photos = open_photo_cache(result.images, result.root, image_size, Path(photo_cache_dir),
+                                  decode=decode_many)
+    keras.backend.clear_session()  # a worker process trains many runs: start each afresh
     keras.utils.set_random_seed(cfg.seed)
-    train_ds = make_dataset(train_df, image_size, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    val_ds = make_dataset(val_df, image_size, cfg.batch_size, shuffle=False)
+    train_ds = make_dataset(train_df, image_size, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                            photos=photos, root=result.root)
+    val_ds = make_dataset(val_df, image_size, cfg.batch_size, shuffle=False, photos=photos,
+                          root=result.root)
     steps = math.ceil(len(train_df) / cfg.batch_size)
     precision = resolve_precision(cfg.precision)
     model = _build(cfg, image_size,
@@ -292,7 +305,9 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
         learning_rate=learning_rate, epochs=cfg.epochs, steps_per_epoch=steps,
         train_count=len(train_df), val_count=len(val_df), skipped_count=len(result.skipped),
         schedule=cfg.schedule, label_smoothing=cfg.label_smoothing,
-        weight_decay=cfg.weight_decay, precision=precision, device=describe_device()))
+        weight_decay=cfg.weight_decay, precision=precision, device=describe_device(),
+        photo_cache=None if photos is None else {"state": photos.state,
+                                                 "seconds": round(photos.seconds, 2)}))
     plateau = cfg.schedule == "plateau"
     callbacks = []
     early_stopping = None
@@ -365,7 +380,8 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
     # The saved model on its validation photos: the confusion matrix and the photos it gets
     # wrong, for the Runs tab.
     validation = evaluate_frame(model, image_size, val_df, cfg.batch_size,
-                                max_misclassified=MAX_MISCLASSIFIED)
+                                max_misclassified=MAX_MISCLASSIFIED, photos=photos,
+                                root=result.root)
     model_path = out / MODEL_FILE
     status = "cancelled" if progress.cancelled else "succeeded"
     card = {

@@ -1,0 +1,212 @@
+"""Photos decoded once: a cache of resized uint8 photos per (dataset, image size), on disk.
+
+Decoding JPEGs is most of a small run's first epoch on a CPU, and a class trains many runs
+on one dataset at a few image sizes. So the first run that asks for a size decodes every
+usable photo of the dataset once into ``images.u8`` (N x size x size x 3 bytes) beside a
+``manifest.json``; every later run memory-maps the file, and concurrent runs share its pages
+in the OS page cache instead of each holding its own decoded copy.
+
+Safety:
+- The manifest carries a fingerprint of the dataset (each usable photo's path, size and
+  modification time), so an added, removed or replaced photo means a rebuild.
+- A cache is built in a folder of its own and moved into place, manifest last, under a file
+  lock: a build killed half-way leaves only that folder (cleared by the next build) and is
+  never read; two runs asking at once decode once (the second waits for the first).
+- A run that has a cache mapped keeps reading its (unlinked) file when a rebuild replaces it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ml.disk import free_bytes, human_size
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+IMAGES = "images.u8"
+FORMAT = 1  # bump when the file layout changes: older caches are then rebuilt
+# Room left on the disk beyond the cache itself, for models and checkpoints.
+SPARE_BYTES = 512 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PhotoCache:
+    """A dataset's photos at one size, memory-mapped; ``state`` says whether this run built
+    it (``"built"``) or found it (``"reused"``), ``seconds`` how long that took."""
+
+    directory: Path
+    image_size: int
+    images: np.ndarray  # (N, size, size, 3) uint8, memory-mapped read-only
+    rows: dict[str, int]  # photo path relative to the dataset folder -> row
+    decoded: np.ndarray  # (N,) bool: False where the photo did not decode
+    state: str
+    seconds: float
+
+    def select(self, df: pd.DataFrame, root: Path) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, labels) of the frame's photos that decoded, in the frame's order; the
+        others are dropped, as the decoding pipeline drops them."""
+        rows = np.array([self.rows[_relative(p, root)] for p in df["image_path"]],
+                        dtype=np.int64)
+        keep = self.decoded[rows] if len(rows) else np.zeros(0, dtype=bool)
+        return rows[keep], df["label"].to_numpy()[keep]
+
+
+def _relative(path: str, root: Path) -> str:
+    return os.path.relpath(path, root)
+
+
+def fingerprint(images: pd.DataFrame, root: Path) -> str:
+    """What the cache must match: every usable photo's relative path, size and mtime."""
+    digest = hashlib.sha256()
+    for path in sorted(images["image_path"]):
+        try:
+            st = os.stat(path)
+            stamp = f"{st.st_size}:{st.st_mtime_ns}"
+        except OSError:
+            stamp = "gone"
+        digest.update(f"{_relative(path, root)}\0{stamp}\n".encode())
+    return digest.hexdigest()
+
+
+def cache_folder(cache_dir: Path, root: Path, image_size: int) -> Path:
+    """Where the cache of this dataset folder at this size lives."""
+    key = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    return cache_dir / f"{root.name or 'data'}-{key}-{image_size}px"
+
+
+Decoder = Callable[[list[str], int], Iterator[tuple[int, np.ndarray]]]
+
+
+def open_photo_cache(images: pd.DataFrame, root: Path, image_size: int, cache_dir: Path,
+                     *, decode: Decoder) -> PhotoCache | None:
+    """The cache of these photos (a scan's ``images`` of dataset folder ``root``) at this
+    size, built first when missing or stale; None when the disk has no room for it (the
+    run then decodes as it goes). ``decode(paths, size)`` yields (position, image) for the
+    photos that decode (the training pipeline's ``decode_many``)."""
+    started = time.monotonic()
+    folder = cache_folder(cache_dir, root, image_size)
+    wanted = fingerprint(images, root)
+    found = _load(folder, wanted, image_size)
+    if found is not None:
+        return _opened(folder, image_size, *found, "reused", started)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _locked(folder.with_name(folder.name + ".lock")):
+        found = _load(folder, wanted, image_size)  # built by another run while we waited
+        if found is not None:
+            return _opened(folder, image_size, *found, "reused", started)
+        needed = len(images) * image_size * image_size * 3
+        free = free_bytes(cache_dir)
+        if free < needed + SPARE_BYTES:
+            log.warning("photo cache not built: %d photos at %d px need %s and %s is free on "
+                        "%s; this run decodes its photos as it goes", len(images), image_size,
+                        human_size(needed), human_size(free), cache_dir)
+            return None
+        _build(folder, images, root, image_size, wanted, decode)
+        found = _load(folder, wanted, image_size)
+        if found is None:  # cannot happen unless the disk lies; decode as we go then
+            log.warning("the photo cache just built in %s does not read back", folder)
+            return None
+        return _opened(folder, image_size, *found, "built", started)
+
+
+def _opened(folder: Path, image_size: int, array: np.ndarray, rows: dict[str, int],
+            decoded: np.ndarray, state: str, started: float) -> PhotoCache:
+    seconds = time.monotonic() - started
+    log.info("photo cache %s: %d photos at %d px in %s (%.1f s)", state, len(rows),
+             image_size, folder, seconds)
+    return PhotoCache(folder, image_size, array, rows, decoded, state, seconds)
+
+
+def _load(folder: Path, wanted: str, image_size: int
+          ) -> tuple[np.ndarray, dict[str, int], np.ndarray] | None:
+    """The complete cache in ``folder`` if it matches; None for a missing, stale or broken
+    one (a reader never sees a half-built cache: those live in another folder)."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        if (manifest.get("format") != FORMAT or manifest.get("fingerprint") != wanted
+                or manifest.get("image_size") != image_size):
+            return None
+        paths = manifest["paths"]
+        shape = (len(paths), image_size, image_size, 3)
+        if (folder / IMAGES).stat().st_size != int(np.prod(shape)):
+            return None
+        array = np.memmap(folder / IMAGES, dtype=np.uint8, mode="r", shape=shape) \
+            if paths else np.zeros(shape, dtype=np.uint8)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    decoded = np.ones(len(paths), dtype=bool)
+    decoded[manifest.get("undecodable", [])] = False
+    return array, {p: i for i, p in enumerate(paths)}, decoded
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    """One builder per cache across processes; the lock goes with a killed builder."""
+    with open(lock_path, "a+b") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another run that is building the photo cache %s",
+                     lock_path.name.removesuffix(".lock"))
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _build(folder: Path, images: pd.DataFrame, root: Path, image_size: int, wanted: str,
+           decode: Decoder) -> None:
+    # Under the lock nobody else builds this cache: what a killed build left is garbage.
+    for stale in folder.parent.glob(folder.name + ".building-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    building = folder.with_name(f"{folder.name}.building-{os.getpid()}")
+    building.mkdir(parents=True)
+    paths = sorted(images["image_path"].astype(str))
+    shape = (len(paths), image_size, image_size, 3)
+    log.info("building the photo cache: decoding %d photos at %d px once for every run",
+             len(paths), image_size)
+    started = time.monotonic()
+    undecodable = set(range(len(paths)))
+    if paths:
+        array = np.memmap(building / IMAGES, dtype=np.uint8, mode="w+", shape=shape)
+        for position, image in decode(paths, image_size):
+            array[position] = image
+            undecodable.discard(position)
+        array.flush()
+        del array
+    else:
+        (building / IMAGES).touch()
+    with open(building / IMAGES, "rb") as fh:
+        os.fsync(fh.fileno())
+    manifest = {"format": FORMAT, "fingerprint": wanted, "image_size": image_size,
+                "root": str(root), "paths": [_relative(p, root) for p in paths],
+                "undecodable": sorted(undecodable), "built": time.time()}
+    (building / MANIFEST).write_text(json.dumps(manifest))
+    # Swap the complete folder in: an old cache moves aside first (a run reading it keeps
+    # its mapping), then goes.
+    old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
+    if folder.exists():
+        folder.rename(old)
+    building.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    if undecodable:
+        log.warning("photo cache: %d photos did not decode and are left out",
+                    len(undecodable))
+    log.info("photo cache built in %.1f s (%s)", time.monotonic() - started,
+             human_size(int(np.prod(shape))))
+
