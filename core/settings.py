@@ -74,6 +74,20 @@ class Settings:
     session_cookie: str = "lab_session"
     # Each training process's share of a GPU's memory; 0: as much as it grows to need.
     gpu_memory_mb: int = 0
+    # Training workers make run starts (0: one per GPU times runs_per_gpu, or on a CPU
+    # machine the measured default, launcher.lab.default_workers); runs sharing each GPU.
+    workers: int = 0
+    runs_per_gpu: int = 1
+    # CPU threads each training process may use (0: all): several workers on one machine
+    # split the cores instead of each starting a thread per core.
+    train_threads: int = 0
+    # Decoded photos shared by every run (ml.photo_cache), in state_dir/photo-cache.
+    photo_cache: bool = True
+
+    @property
+    def photo_cache_dir(self) -> Path | None:
+        """Where the shared decoded photos live, or None when the cache is off."""
+        return self.state_dir / "photo-cache" if self.photo_cache else None
 
     @property
     def socketio_channel(self) -> str:
@@ -114,6 +128,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         session_cookie=env.get("LAB_SESSION_COOKIE")
         or f"lab_session_{env.get('LAB_PORT') or '5000'}",
         gpu_memory_mb=int(_number(env, "LAB_GPU_MEMORY_MB", 0, whole=True)),
+        workers=int(_number(env, "LAB_WORKERS", 0, whole=True)),
+        runs_per_gpu=max(1, int(_number(env, "LAB_RUNS_PER_GPU", 1, whole=True))),
+        train_threads=int(_number(env, "LAB_TRAIN_THREADS", 0, whole=True)),
+        photo_cache=_switch(env, "LAB_PHOTO_CACHE", default=True),
     )
 
 

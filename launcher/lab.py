@@ -1,4 +1,5 @@
-"""``make run``: the whole lab on this machine (redis-server if none answers, one worker, web).
+"""``make run``: the whole lab on this machine (redis-server if none answers, the training
+workers, the web server).
 
 A part that dies is logged and started again (after 1 s, then 2 s, 4 s … up to 30 s; back
 to 1 s once it has stayed up a minute), alone: the others, and a run in training, are left
@@ -27,6 +28,8 @@ from urllib.parse import urlparse
 
 from core.settings import ROOT, load_settings
 from launcher import processes
+from launcher.workers import plan_workers
+from ml.device import describe_device, device_text
 
 log = logging.getLogger("lab")
 
@@ -148,12 +151,21 @@ def run() -> int:
     if not settings.data_dir.is_dir():
         log.warning("no dataset at %s: the Dataset tab explains how to get one "
                     "(make data, or set LAB_DATA_DIR)", settings.data_dir)
-    # One worker, named after the port so two labs on one machine never share a name; a
-    # restarted one keeps it, and so fails the run its previous process was training.
-    log.info("starting a training worker (log: %s)", logs / "worker.log")
-    supervisor.start("the training worker",
-                     lambda: processes.spawn_worker({}, logs / "worker.log", name=f"lab-{port}"),
-                     ready_timeout=90, stop_timeout=120)
+    # Workers named after the port, so two labs on one machine never share a name.
+    device = describe_device()
+    plans = plan_workers(port=port, gpus=len(device.get("gpus", [])),
+                         cores=device.get("cores") or os.cpu_count() or 1,
+                         workers=settings.workers, runs_per_gpu=settings.runs_per_gpu,
+                         train_threads=settings.train_threads)
+    log.info("starting %s on %s (log%s: %s)",
+             "a training worker" if len(plans) == 1 else f"{len(plans)} training workers",
+             device_text(device), "s" * (len(plans) > 1),
+             ", ".join(str(logs / p.log_name) for p in plans))
+    for plan in plans:
+        supervisor.start(plan.label,
+                         lambda plan=plan: processes.spawn_worker(plan.env, logs / plan.log_name,
+                                                                  name=plan.name),
+                         ready_timeout=90, stop_timeout=120)
     log.info("starting the web server (log: %s)", logs / "web.log")
     supervisor.start("the web server",
                      lambda: processes.spawn_web({"LAB_HOST": host}, port, logs / "web.log",

@@ -30,8 +30,12 @@ ENDLESS = {**TINY, "epochs": 300, "early_stopping_patience": 100, "lr_patience":
 class LabStack:
     """Starts and restarts the parts; talks to the API like any client would."""
 
-    def __init__(self, workdir: Path, data_dir: Path, extra_env: dict[str, str] | None = None):
+    def __init__(self, workdir: Path, data_dir: Path, extra_env: dict[str, str] | None = None,
+                 *, workers: int = 1):
         self.workdir = workdir
+        # Worker names: "lab", then "lab2", "lab3"…; ``worker`` is the last one started.
+        self.worker_names = ["lab"] + [f"lab{i}" for i in range(2, workers + 1)]
+        self.workers: dict = {}
         self.redis_port = stack.free_port()
         self.web_port = stack.free_port()
         self.env = {
@@ -58,7 +62,8 @@ class LabStack:
 
     def start(self) -> LabStack:
         self.start_redis()
-        self.start_worker()
+        for name in reversed(self.worker_names):
+            self.start_worker(name)  # "lab" last: it is ``worker``
         self.start_web()
         return self
 
@@ -67,18 +72,28 @@ class LabStack:
 
     def start_worker(self, name: str = "lab") -> None:
         self.worker = stack.start_worker(self.env, self.workdir / f"worker-{name}.log", name=name)
+        self.workers[name] = self.worker
+
+    def worker_named(self, run: dict[str, Any]) -> str:
+        """Which worker trains (trained) the run: "lab", "lab2"…"""
+        return (run["worker"] or "").split("@", 1)[0]
 
     def start_web(self) -> None:
         self.web = stack.start_web(self.env, self.web_port, self.workdir / "web.log")
 
     def stop(self) -> None:
-        for part in (self.web, self.worker, self.redis):
+        # The web server, every worker, then redis-server (which the workers need to stop).
+        for part in (self.web, *self.workers.values(), self.redis):
             if part is not None:
                 part.stop()
 
+    def all_logs(self) -> str:
+        """The whole logs of the web server and every worker."""
+        return "".join(p.log_text() for p in (self.web, *self.workers.values()) if p)
+
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.log_text()[-4000:]}"
-                         for p in (self.web, self.worker, self.redis) if p is not None)
+        parts = (self.web, *self.workers.values(), self.redis)
+        return "\n".join(f"--- {p.name}\n{p.log_text()[-4000:]}" for p in parts if p is not None)
 
     # -- API ----------------------------------------------------------------------------
 

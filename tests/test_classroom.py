@@ -3,6 +3,7 @@ instructor's passcode and controls, the fair queue."""
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -17,10 +18,10 @@ ONE_EPOCH = {**TINY, "epochs": 1}
 @pytest.fixture(scope="module")
 def class_lab(tiny_dataset, tmp_path_factory):
     """What make run starts for a class: a passcode for the instructor, open launching, at
-    most 2 runs a student and 3 an address (opted in here, as for a public lab)."""
+    most 2 runs a student, no cap per address; two workers, so two runs train at once."""
     lab = LabStack(tmp_path_factory.mktemp("class"), tiny_dataset, {
         "LAB_PASSCODE": PASSCODE, "LAB_LOCK_LAUNCH": "0", "LAB_MAX_RUNS_PER_STUDENT": "2",
-        "LAB_MAX_QUEUED": "60", "LAB_MAX_QUEUED_PER_ADDRESS": "0"}).start()
+        "LAB_MAX_QUEUED": "60", "LAB_MAX_QUEUED_PER_ADDRESS": "0"}, workers=2).start()
     yield lab
     lab.stop()
 
@@ -123,6 +124,10 @@ def test_the_instructor_is_exempt_and_a_guessing_student_locks_out_only_themselv
 def test_only_the_owner_or_the_instructor_cancels_and_the_run_says_who(room):
     ada, mallory = _student(room, "Ada"), _student(room, "Mallory")
     first = _launch(ada, ENDLESS).json()["id"]
+    instructor = _student(room, None, passcode=True)
+    blocker = _launch(instructor, ENDLESS).json()["id"]  # the other worker busy too
+    for run_id in (first, blocker):
+        room.wait_status(run_id, "running")
     queued = _launch(ada).json()["id"]
     refused = mallory.post(f"{room.url}/api/runs/{first}/cancel", timeout=30)
     assert refused.status_code == 401 and room.run(first)["status"] in ("queued", "running")
@@ -131,7 +136,6 @@ def test_only_the_owner_or_the_instructor_cancels_and_the_run_says_who(room):
     assert run["cancelled_by"] == "Ada" and run["started"] is None
     assert room.events(queued)[-1]["cancelled_by"] == "Ada"
     room.wait_event(first, "batch")
-    instructor = _student(room, None, passcode=True)
     assert instructor.post(f"{room.url}/api/runs/{first}/cancel", timeout=30).status_code == 202
     run = room.wait_status(first, "cancelled")
     assert run["cancelled_by"] == "the instructor"
@@ -140,8 +144,9 @@ def test_only_the_owner_or_the_instructor_cancels_and_the_run_says_who(room):
 
 def test_the_queue_is_fair_and_the_instructor_can_move_a_run_to_the_front(room):
     instructor = _student(room, None, passcode=True)
-    blocker = _launch(instructor, ENDLESS).json()["id"]  # holds the one worker
-    room.wait_event(blocker, "batch")
+    blockers = [_launch(instructor, ENDLESS).json()["id"] for _ in room.worker_names]
+    for blocker in blockers:  # every worker busy
+        room.wait_event(blocker, "batch")
     greedy, bea, cy = _student(room, "Greedy"), _student(room, "Bea"), _student(room, "Cy")
     g1, g2 = _launch(greedy).json()["id"], _launch(greedy).json()["id"]
     b1, c1 = _launch(bea).json()["id"], _launch(cy).json()["id"]
@@ -154,9 +159,38 @@ def test_the_queue_is_fair_and_the_instructor_can_move_a_run_to_the_front(room):
     moved = instructor.post(f"{room.url}/api/runs/{g2}/next", timeout=30)
     assert moved.status_code == 202 and moved.json()["run"]["queue_position"] == 1
     watcher.wait_position(1)  # pushed to the viewer as the queue moves
-    instructor.post(f"{room.url}/api/runs/{blocker}/cancel", timeout=30)
+    for blocker in blockers:
+        instructor.post(f"{room.url}/api/runs/{blocker}/cancel", timeout=30)
     for run_id in (g2, b1, c1, g1):
         room.wait_status(run_id, "succeeded", timeout=240)
     watcher.disconnect()
     started = sorted((g2, g1, b1, c1), key=lambda r: room.run(r)["started"])
     assert started == [g2, b1, c1, g1]  # after g2, Greedy's turn comes round last
+
+
+def test_two_runs_train_at_once_both_succeed_and_the_photos_are_decoded_once(room):
+    ada, bea = _student(room, "Ada"), _student(room, "Bea")
+    config = {**ONE_EPOCH, "epochs": 3}
+    runs = [_launch(s, config).json()["id"] for s in (ada, bea)]
+    deadline = time.monotonic() + 120
+    while not all(room.run(r)["status"] == "running" for r in runs):  # side by side
+        assert time.monotonic() < deadline, room.logs()
+        time.sleep(0.1)
+    assert {room.worker_named(room.run(r)) for r in runs} == {"lab", "lab2"}
+    runs += [_launch(s, config).json()["id"] for s in (ada, bea)]  # a second round
+    for run_id in runs:
+        room.wait_status(run_id, "succeeded", timeout=240)
+    # Every run this lab trained at 32 px read its photos from one cache, built once.
+    states = []
+    for run in room.get("/api/runs").json()["runs"]:
+        started = [e for e in room.events(run["id"]) if e["type"] == "run_started"]
+        if started:
+            states.append(started[0]["photo_cache"]["state"])
+    assert states.count("built") == 1 and states.count("reused") >= 3, states
+    # Four runs, two workers: two processes, each training run after run (TensorFlow loaded
+    # once), not a fresh process per run.
+    pids = set()
+    for log in (w.log_text() for w in room.workers.values()):
+        pids |= {line.split(" in process ")[1].split()[0] for line in log.splitlines()
+                 if " in process " in line and any(f"run {r}:" in line for r in runs)}
+    assert len(pids) == 2, pids

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import requests
 
@@ -50,12 +51,18 @@ def _processes_mentioning(*needles: str) -> list[str]:
             and "ps -ww -eo" not in line]
 
 
+def _environ(pid: str) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
+
+
 def test_two_labs_run_side_by_side_and_ctrl_c_stops_only_their_parts(tmp_path, tiny_dataset):
     shared_redis_port = stack.free_port()
     existing = stack.start_redis(shared_redis_port, tmp_path / "existing-redis", save=False)
     port_a, port_b, redis_a = stack.free_port(), stack.free_port(), stack.free_port()
+    # Lab A runs two workers on this 2-core machine, one core each.
     lab_a, _ = _start(tmp_path, "a", tiny_dataset, LAB_PORT=str(port_a),
-                      REDIS_URL=f"redis://127.0.0.1:{redis_a}/0")
+                      REDIS_URL=f"redis://127.0.0.1:{redis_a}/0", LAB_WORKERS="2")
     # Lab B uses a Redis that already runs (another database on it): it must leave it be.
     lab_b, _ = _start(tmp_path, "b", tiny_dataset, LAB_PORT=str(port_b),
                       REDIS_URL=f"redis://127.0.0.1:{shared_redis_port}/1")
@@ -78,8 +85,13 @@ def test_two_labs_run_side_by_side_and_ctrl_c_stops_only_their_parts(tmp_path, t
         assert requests.get(url_b + "/api/runs", timeout=10).json()["runs"] == []
         workers_a = [w["name"] for w in requests.get(url_a + "/api/health").json()["workers"]]
         workers_b = [w["name"] for w in requests.get(url_b + "/api/health").json()["workers"]]
-        assert workers_a == [f"lab-{port_a}@{os.uname().nodename}"]
-        assert workers_b == [f"lab-{port_b}@{os.uname().nodename}"]
+        host = os.uname().nodename
+        assert workers_a == [f"lab-{port_a}-2@{host}", f"lab-{port_a}@{host}"]
+        assert workers_b == [f"lab-{port_b}@{host}"]
+        threads = {_environ(line.split()[0]).get("LAB_TRAIN_THREADS") for line in
+                   _processes_mentioning(f"lab-{port_a}@", f"lab-{port_a}-2@")}
+        assert threads == {str(max(1, len(os.sched_getaffinity(0)) // 2))}
+        assert "starting 2 training workers" in (tmp_path / "a.log").read_text()
     finally:
         for proc in (lab_a, lab_b):
             proc.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends
@@ -285,7 +297,8 @@ def test_a_killed_web_server_is_restarted_and_the_training_run_goes_on(tmp_path,
         text = lab.log()
         assert "the web server stopped unexpectedly (exit code -9); restarting it in 1 s; " \
                "its log " in text, text
-        assert "restarted the web server (pid" in text
+        # The supervisor logs it at its next look, which may come after /api/health answers.
+        lab.wait_logged("restarted the web server (pid")
     finally:
         lab.stop()
 

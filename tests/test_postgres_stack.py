@@ -28,48 +28,13 @@ LONG = {**TINY, "epochs": 500, "schedule": "cosine", "batch_size": 2}
 NAMES = ("lab", "lab2")
 
 
-class TwoWorkerStack(LabStack):
-    """A LabStack that keeps every worker it starts (``start_worker(name=...)``), by name."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.workers: dict = {}
-
-    def start(self) -> TwoWorkerStack:
-        super().start()  # redis-server, the worker "lab", the web server
-        self.start_worker(name="lab2")
-        return self
-
-    def start_worker(self, name: str = "lab") -> None:
-        super().start_worker(name=name)
-        self.workers[name] = self.worker
-
-    def worker_named(self, run: dict) -> str:
-        """Which of the workers trains (trained) the run: "lab" or "lab2"."""
-        node = run["worker"] or ""
-        return node.split("@", 1)[0]
-
-    def stop(self) -> None:
-        # The web server, every worker, then redis-server (which the workers need to stop).
-        for part in (self.web, *self.workers.values(), self.redis):
-            if part is not None:
-                part.stop()
-
-    def logs(self) -> str:
-        parts = [self.web, *self.workers.values(), self.redis]
-        return "\n".join(f"--- {p.name}\n{p.log_text()[-4000:]}" for p in parts if p is not None)
-
-    def all_logs(self) -> str:
-        return "".join(p.log_text() for p in (self.web, *self.workers.values()) if p)
-
-
 @pytest.fixture(scope="module")
 def pg_lab(postgres_server, tiny_dataset, tmp_path_factory):
     url = postgres_server.create_database("lab_stack")
     # Two runs training side by side on 2 cores: a little more slack before a silent run
     # counts as lost than test_live.py's 6 s.
-    stack = TwoWorkerStack(tmp_path_factory.mktemp("pg_lab"), tiny_dataset,
-                           {"DATABASE_URL": url, "LAB_RUN_LOST_AFTER_S": "10"})
+    stack = LabStack(tmp_path_factory.mktemp("pg_lab"), tiny_dataset,
+                     {"DATABASE_URL": url, "LAB_RUN_LOST_AFTER_S": "10"}, workers=2)
     try:
         stack.start()
         yield stack
@@ -99,7 +64,7 @@ def _assert_complete(events):
         [(e["seq"], e["type"]) for e in events])
 
 
-def _wait_both_running(lab: TwoWorkerStack, run_ids: list[str]) -> dict[str, str]:
+def _wait_both_running(lab: LabStack, run_ids: list[str]) -> dict[str, str]:
     """Wait until every run has a batch event; which worker trains each (run id → name)."""
     for run_id in run_ids:
         lab.wait_event(run_id, "batch")
@@ -181,7 +146,7 @@ def test_a_killed_workers_run_is_reaped_and_the_other_workers_run_goes_on(lab):
     assert "IntegrityError" not in lab.all_logs()
 
 
-def _freeze_outside_a_transaction(lab: TwoWorkerStack, worker, attempts: int = 20) -> None:
+def _freeze_outside_a_transaction(lab: LabStack, worker, attempts: int = 20) -> None:
     """SIGSTOP the worker's process group, at a moment it holds no transaction open.
 
     A worker frozen between the UPDATE of its run and the COMMIT (about 2 % of the time:

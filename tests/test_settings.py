@@ -46,3 +46,30 @@ def test_passcode_cap_and_proxy_are_read():
 def test_bad_values_are_named(env, message):
     with pytest.raises(ValueError, match=f"{next(iter(env))} must be {message}"):
         load_settings(env)
+
+
+def test_the_workers_make_run_starts_by_machine():
+    from launcher.workers import plan_workers
+
+    # A 2-core laptop: one worker, free to use both cores.
+    (only,) = plan_workers(port=5000, gpus=0, cores=2)
+    assert (only.name, only.label, only.log_name, only.env) == (
+        "lab-5000", "the training worker", "worker.log", {})
+    # Asked for three on 8 cores: they split the cores, each its own name and log.
+    three = plan_workers(port=5000, gpus=0, cores=8, workers=3)
+    assert [w.name for w in three] == ["lab-5000", "lab-5000-2", "lab-5000-3"]
+    assert [w.log_name for w in three] == ["worker.log", "worker-2.log", "worker-3.log"]
+    assert {w.env["LAB_TRAIN_THREADS"] for w in three} == {"2"}
+    assert len(plan_workers(port=5000, gpus=0, cores=32)) == 4  # a big CPU server
+    # Two GPUs, two runs on each: four workers, each shown its own GPU.
+    gpu = plan_workers(port=5000, gpus=2, cores=16, runs_per_gpu=2)
+    assert [w.env for w in gpu] == [{"CUDA_VISIBLE_DEVICES": d} for d in "0011"]
+
+
+def test_worker_settings_are_checked():
+    s = load_settings({"LAB_WORKERS": "3", "LAB_RUNS_PER_GPU": "2", "LAB_TRAIN_THREADS": "1",
+                       "LAB_PHOTO_CACHE": "0"})
+    assert (s.workers, s.runs_per_gpu, s.train_threads, s.photo_cache_dir) == (3, 2, 1, None)
+    assert load_settings({}).photo_cache_dir.name == "photo-cache"
+    with pytest.raises(ValueError, match="LAB_WORKERS must be a whole number"):
+        load_settings({"LAB_WORKERS": "two"})

@@ -1,10 +1,16 @@
-"""The Celery app: ``celery -A worker.celery_app worker --concurrency 1`` per GPU.
+"""The Celery app: ``celery -A worker.celery_app worker --concurrency 1``, one per run that
+may train at once (``make run`` starts ``LAB_WORKERS`` of them).
 
 Broker and result backend are ``REDIS_URL``. Training runs are long, so a message is
 acknowledged only when its run has ended (``acks_late``), each worker reserves one message at
 a time, and the visibility timeout is longer than any run (Redis would otherwise hand the same
 message to a second worker while the first still trains). The task itself is idempotent: it
 only trains a run it can move from ``queued`` to ``running``.
+
+The pool process imports and sets up TensorFlow as soon as it starts, before any run asks
+for it. On a CPU machine it then trains run after run (the import and the first graph are
+paid once, not per run); on a GPU machine each run gets a fresh process, since TensorFlow
+never gives GPU memory back and the next run (or another worker sharing the GPU) needs it.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import threading
 import time
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
 
 from core.settings import Settings
 from ml.device import describe_device, device_text
@@ -27,15 +33,21 @@ log = logging.getLogger(__name__)
 PRESENCE_PREFIX = "lab:worker:"
 PRESENCE_TTL_S = 30
 LONGEST_RUN_S = 7 * 24 * 3600
+# A reused CPU pool process is replaced after a run that leaves it bigger than this (KiB, as
+# Celery counts): a run's memory mostly goes back, but a fresh process costs only seconds.
+MAX_MEMORY_PER_PROCESS_KIB = 6 * 1024 * 1024
+ON_GPU = describe_device()["kind"] == "gpu"
 
 app = Celery("kitten_puppy_lab", broker=runtime.settings().redis_url,
              backend=runtime.settings().redis_url, include=["worker.tasks"])
 app.conf.update(
     task_acks_late=True,
     worker_prefetch_multiplier=1,
-    worker_concurrency=1,  # one run at a time per worker (per GPU)
-    # A fresh process per run: TensorFlow never gives GPU memory back to the OS.
-    worker_max_tasks_per_child=1,
+    worker_concurrency=1,  # one run at a time per worker
+    # On a GPU a fresh process per run: TensorFlow never gives GPU memory back. On a CPU the
+    # process is kept (docs/BENCHMARKS.md, "Fixed cost per run").
+    worker_max_tasks_per_child=1 if ON_GPU else None,
+    worker_max_memory_per_child=None if ON_GPU else MAX_MEMORY_PER_PROCESS_KIB,
     broker_transport_options={"visibility_timeout": LONGEST_RUN_S},
     result_backend_transport_options={"visibility_timeout": LONGEST_RUN_S},
     result_expires=7 * 24 * 3600,
@@ -75,6 +87,19 @@ def _announce(nodename: str, stop: threading.Event) -> None:
 
 
 _stop_announcing = threading.Event()
+
+
+@worker_process_init.connect
+def _on_worker_process_init(**_kw) -> None:
+    """Import TensorFlow in the new pool process while it waits for a run (seconds on a
+    busy machine), in a thread: Celery wants this signal handled within seconds."""
+    def prepare() -> None:
+        try:
+            runtime.prepare_tensorflow()
+        except Exception as exc:  # the run will meet it again and report it properly
+            log.warning("could not set up TensorFlow ahead of the first run: %s", exc)
+
+    threading.Thread(target=prepare, daemon=True, name="lab-tf-preload").start()
 
 
 @worker_ready.connect

@@ -52,3 +52,15 @@ def service() -> RunService:
                               lost_after_s=s.lost_after_s)
         _service_pid = os.getpid()
     return _service
+
+
+def prepare_tensorflow() -> None:
+    """TensorFlow imported and set up for this worker: its share of the CPU threads and of
+    the GPU's memory. Once per process (the pool process runs it ahead of the first run,
+    see ``worker.celery_app``); later calls return at once."""
+    from ml.tf_env import import_tensorflow_quietly, limit_threads, share_gpus
+
+    settings = _settings
+    import_tensorflow_quietly()
+    limit_threads(settings.train_threads)
+    share_gpus(settings.gpu_memory_mb or None)

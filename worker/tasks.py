@@ -25,6 +25,7 @@ from worker.runtime import DOWNLOAD_TASK, TRAIN_TASK
 log = logging.getLogger(__name__)
 
 CANCEL_POLL_S = 0.5
+_runs_in_process: list[str] = []  # what this pool process trained (it is reused on a CPU)
 
 
 class _RunContext:
@@ -83,15 +84,16 @@ def train_next(self, run_id: str | None = None) -> dict[str, Any]:
     # The heartbeat starts before TensorFlow is imported: on a busy machine the import alone
     # can outlast LAB_RUN_LOST_AFTER_S, and the run would be reaped as lost.
     with _RunContext(service, run_id, worker) as ctx:
-        from ml.tf_env import import_tensorflow_quietly, share_gpus
         from ml.train import train
 
-        import_tensorflow_quietly()
-        share_gpus(settings.gpu_memory_mb or None)
-        log.info("run %s: training %s on %s", run_id, run["config"], settings.data_dir)
+        runtime.prepare_tensorflow()
+        _runs_in_process.append(run_id)
+        log.info("run %s: training %s on %s in process %d (run %d in this process)", run_id,
+                 run["config"], settings.data_dir, os.getpid(), len(_runs_in_process))
         try:
             summary = train(run["config"], settings.data_dir, service.out_dir(run_id),
-                            sink=ctx.record, should_stop=ctx.should_stop, run_id=run_id)
+                            sink=ctx.record, should_stop=ctx.should_stop, run_id=run_id,
+                            photo_cache_dir=settings.photo_cache_dir)
         except RunGone as exc:
             log.warning("%s", exc)
             return {"run_id": run_id, "status": exc.status}
