@@ -54,6 +54,14 @@
     if (lrText.length) Plotly.restyle("lr-chart", { text: [lrText.slice()] }, [1]);
   }
 
+  // Whether this run decoded the photos for everyone or read them ready (ml/photo_cache.py).
+  function cacheText(cache) {
+    if (!cache) return "";
+    return cache.state === "built"
+      ? " · decoded the photos once for every run (" + Math.round(Number(cache.seconds)) + " s)"
+      : " · photos already decoded by an earlier run";
+  }
+
   // What the run trains on (ml/device.py): "On NVIDIA H200 (139.8 GB)", "On AMD EPYC (2 cores)".
   function deviceText(device) {
     state.device = device;
@@ -120,7 +128,7 @@
       $("phase").textContent = "Training on " + ev.train_count + " photos (" + ev.val_count +
         " for validation), " + ev.image_size + " px" +
         (extras.length ? ", " + extras.join(", ") : "") + ".";
-      $("device").textContent = deviceText(ev.device);
+      $("device").textContent = deviceText(ev.device) + cacheText(ev.photo_cache);
       $("stat-epoch").textContent = "0 / " + ev.epochs;
       $("stat-lr").textContent = Number(ev.learning_rate).toExponential(1);
     },

@@ -4,6 +4,7 @@ GPU-only checks skip on a machine without one."""
 
 from __future__ import annotations
 
+import math
 import os
 
 import pytest
@@ -92,5 +93,8 @@ def test_the_worker_and_the_run_page_say_what_it_trains_on(idle_lab, watched):  
     page = watched().page
     page.goto(f"{idle_lab.url}/runs/{run_id}")
     page.wait_for_function("document.getElementById('device').textContent.startsWith('On ')")
+    cache = started["photo_cache"]  # and whether it decoded the photos or found them ready
+    said = (f" · decoded the photos once for every run ({math.floor(cache['seconds'] + 0.5)} s)"
+            if cache["state"] == "built" else " · photos already decoded by an earlier run")
     assert page.locator("#device").inner_text() == \
-        f"On {_cpu_model()} ({started['device']['cores']} cores)"
+        f"On {_cpu_model()} ({started['device']['cores']} cores){said}"
