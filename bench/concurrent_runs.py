@@ -7,7 +7,9 @@ worker's thread limit, ``ml.tf_env.limit_threads``). Reported per case: each run
 photos/s (the card's mean over epochs, validation left out), its first epoch's seconds (with
 validation), its wall time from process start to saved model, and the peak of the
 processes' summed PSS (proportional set size: shared pages counted once in all, so two runs
-mapping one cache are not charged twice), sampled every 0.2 s from /proc.
+mapping one cache are not charged twice) and of their anonymous memory (what no file backs:
+the kernel cannot drop it, whereas the cache's pages are clean file pages it can), sampled
+every 0.2 s from /proc.
 
     python bench/concurrent_runs.py --data ../shared/data/dogs-vs-cats/train \\
         --limit 2000 --image-size 64 --epochs 2
@@ -54,15 +56,19 @@ def _child(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pss_kib(pid: int) -> int:
+def _memory_kib(pid: int) -> tuple[int, int]:
+    """(PSS, anonymous) of a process: its share of every page it maps, and the part of it
+    that no file backs (what the kernel cannot drop under pressure)."""
+    found = {"Pss:": 0, "Anonymous:": 0}
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
-                if line.startswith("Pss:"):
-                    return int(line.split()[1])
+                key = line.split(None, 1)[0]
+                if key in found:
+                    found[key] = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return found["Pss:"], found["Anonymous:"]
 
 
 def _runs(args: argparse.Namespace, work: Path, count: int, *, threads: int,
@@ -76,9 +82,11 @@ def _runs(args: argparse.Namespace, work: Path, count: int, *, threads: int,
                "--limit", str(args.limit), "--seed", str(seed0 + i),
                "--threads", str(threads), "--photo-cache", str(photo_cache or "")]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT))
-    peak = 0
+    peak = peak_anon = 0
     while any(p.poll() is None for p in procs):
-        peak = max(peak, sum(_pss_kib(p.pid) for p in procs))
+        sampled = [_memory_kib(p.pid) for p in procs]
+        peak = max(peak, sum(m[0] for m in sampled))
+        peak_anon = max(peak_anon, sum(m[1] for m in sampled))
         time.sleep(0.2)
     results = []
     for p in procs:
@@ -87,7 +95,7 @@ def _runs(args: argparse.Namespace, work: Path, count: int, *, threads: int,
             raise SystemExit(f"a run failed (exit {p.returncode}); see its output above")
         results.append(json.loads(out[-1]))
     return {"runs": results, "total_images_per_s": sum(r["images_per_s"] for r in results),
-            "peak_pss_mb": round(peak / 1024)}
+            "peak_pss_mb": round(peak / 1024), "peak_anon_mb": round(peak_anon / 1024)}
 
 
 def main() -> int:

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Measured on 2 cores: two runs at once train at about the same total photos/s as one
-# alone, each at half speed; so a small machine runs one at a time (its queue moves as fast)
-# and a bigger one gets a run per 8 cores, where one run no longer uses them all well.
+# Measured on 2 cores (docs/BENCHMARKS.md): at the default 128 px two runs at once train at
+# about the same total photos/s as one alone, each at half the speed and with twice the
+# memory; so a small machine trains one at a time (its queue moves as fast) and a bigger
+# one gets a run per 8 cores. (At 64 px two at once gave 1.9 times the total: a class of
+# small-image runs may set LAB_WORKERS=2.)
 CORES_PER_CPU_WORKER = 8
 
 

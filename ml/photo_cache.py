@@ -21,6 +21,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import mmap
 import os
 import shutil
 import time
@@ -146,6 +147,10 @@ def _load(folder: Path, wanted: str, image_size: int
             return None
         array = np.memmap(folder / IMAGES, dtype=np.uint8, mode="r", shape=shape) \
             if paths else np.zeros(shape, dtype=np.uint8)
+        if paths and hasattr(mmap, "MADV_RANDOM"):
+            # Batches read scattered rows: the kernel's read-ahead would page in (and charge
+            # each run for) neighbours no batch asked for.
+            array._mmap.madvise(mmap.MADV_RANDOM)
     except (OSError, ValueError, KeyError, TypeError):
         return None
     decoded = np.ones(len(paths), dtype=bool)

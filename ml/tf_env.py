@@ -97,17 +97,18 @@ def share_gpus(memory_limit_mb: int | None = None) -> int:
 
 
 def limit_threads(threads: int) -> None:
-    """Let TensorFlow use at most ``threads`` CPU threads for its maths (0: all cores), so
+    """Let TensorFlow use at most ``threads`` CPU threads inside each op (0: all cores), so
     that several training processes on one machine share the cores instead of each
-    starting one thread per core. Call before TensorFlow runs anything; later calls (the
-    next run in the same process) keep what the first one set."""
+    starting one thread per core. The pool that runs ops side by side is left alone: held
+    to one thread too, two runs on 2 cores trained at 40 % of the speed (BENCHMARKS.md).
+    Call before TensorFlow runs anything; later calls (the next run in the same process)
+    keep what the first one set."""
     if threads <= 0:
         return
     import tensorflow as tf
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
     except RuntimeError:  # TensorFlow already started in this process: it keeps its pools
         pass
 
