@@ -107,14 +107,23 @@ class RunService:
         self._announce(queued, queue_changed=True)
         return self.store.get_run(run_id) or {}
 
-    def heal_queue(self, waiting: int) -> int:
+    def heal_queue(self, count_waiting: Callable[[], int], *, confirm_after_s: float = 0.0,
+                   sleep: Callable[[float], None] = time.sleep) -> int:
         """Send training tasks for queued runs that have none (Redis lost its data, a message
-        was dropped): ``waiting`` is how many are on the queue now. Returns how many it sent.
+        was dropped): ``count_waiting()`` says how many tasks are on the queue now. Returns
+        how many it sent.
 
-        A task claims the oldest queued run, not a given one, so a spare one finds nothing to
-        do and a run is never trained twice; the order stays first in, first out.
+        A task that a worker has just taken off the queue but whose run it has not claimed
+        yet looks like a lost one for a moment: with ``confirm_after_s`` a shortfall is only
+        believed when a second look that much later still sees it (the web process's
+        periodic check; a restarting worker has nothing of its own in flight).
+        A task claims the next queued run, not a given one, so a spare one finds nothing to
+        do and a run is never trained twice.
         """
-        missing = len(self.store.run_ids(status="queued")) - waiting
+        missing = len(self.store.run_ids(status="queued")) - count_waiting()
+        if missing > 0 and confirm_after_s:
+            sleep(confirm_after_s)
+            missing = min(missing, len(self.store.run_ids(status="queued")) - count_waiting())
         if missing <= 0 or self._enqueue is None:
             return 0
         for _ in range(missing):

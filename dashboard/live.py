@@ -41,6 +41,9 @@ JOINS_PER_ADDRESS = 600
 JOIN_WINDOW_S = 60.0
 # How often queued runs are checked for a lost task: a lost one waits at most this long.
 HEAL_EVERY_S = 20.0
+# A shortfall of tasks must still be there this much later: a worker may be between taking
+# a task and claiming its run.
+HEAL_CONFIRM_S = 3.0
 
 
 @dataclass
@@ -181,7 +184,8 @@ def start_poller(server: Any, relay: RunRelay, service: RunService, *, every_s: 
             if waiting_tasks is not None and now - last_heal >= heal_every_s:
                 last_heal = now
                 try:
-                    service.heal_queue(waiting_tasks())
+                    service.heal_queue(waiting_tasks, confirm_after_s=HEAL_CONFIRM_S,
+                                       sleep=server.sleep)
                 except Exception as exc:  # Redis is away: nothing can be queued anyway
                     log.debug("queue check skipped: %s", exc)
 

@@ -242,3 +242,21 @@ def test_the_relay_sends_each_viewer_every_event_once_in_order(service):
     seqs_b = [d["seq"] for sid, name, d in sent if sid == "b" and name == "run_event"]
     assert seqs_a == [1, 2, 3, 4, 5, 6, 7] and seqs_b == [7]
     assert [name for sid, name, _ in sent if sid == "a"].count("queue_position") == 1
+
+
+def test_a_task_in_a_workers_hands_is_not_taken_for_a_lost_one(service):
+    first = service.create({"epochs": 1}, owner="a")["id"]
+    service.create({"epochs": 1}, owner="b")
+    assert service.tasks_sent == [1, 1]
+    # A worker has taken the first task off the queue (one left) and claims its run during
+    # the confirming look: nothing is missing, nothing is sent, nothing is logged.
+    looks = []
+    assert service.heal_queue(lambda: 1, confirm_after_s=3,
+                              sleep=lambda s: looks.append(service.claim_next("w1"))) == 0
+    assert looks[0]["id"] == first and service.tasks_sent == [1, 1]
+    # Redis lost the last task: the second look still sees it missing, so one is sent.
+    assert service.heal_queue(lambda: 0, confirm_after_s=3, sleep=lambda s: None) == 1
+    assert service.tasks_sent == [1, 1, 1]
+    # Without the confirming look (a restarting worker), the first look decides.
+    service.create({"epochs": 1}, owner="c")
+    assert service.heal_queue(lambda: 0) == 2

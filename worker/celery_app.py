@@ -114,7 +114,7 @@ def _on_worker_ready(sender=None, **_kw) -> None:
     # A queued run whose message was lost (Redis restarted without saving) would wait
     # forever: send the ones missing (a spare would only find nothing to claim).
     try:
-        service.heal_queue(waiting_tasks())
+        service.heal_queue(waiting_tasks)
     except Exception as exc:  # Redis is away: the web process heals the queue later
         log.warning("could not check the queue for lost tasks: %s", exc)
     threading.Thread(target=_announce, args=(nodename, _stop_announcing), daemon=True,
