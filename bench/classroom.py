@@ -28,15 +28,15 @@ own address). After a barrier, in the same second, every student sends
   first run was already waiting when that other run was claimed (the lab's doing, not a
   late launch);
 - the fixed cost per run: claim → first ``batch`` event plus last ``epoch`` event →
-  ``run_finished``. The first part splits into claim → ``run_started`` (the fresh pool
-  process imports TensorFlow, scans the photos, builds the pipeline and the model),
+  ``run_finished``. The first part splits into claim → ``run_started`` (the worker scans
+  the photos, opens the photo cache, builds the pipeline and the model; a fresh pool
+  process also imports TensorFlow first),
   ``run_started`` → epoch 1 begins (its ``epoch`` event's ts minus its ``seconds``) and
   the first step (graph tracing included: it is also counted in epoch 1's seconds); the
   last part is loading the best weights, evaluating the validation photos and saving the
   model and its card. Also the run's wall time (claim → ``run_finished``) minus the
   ``seconds`` of its epochs (validation included), which leaves the first step out, and
-  the hand-off gap (a worker's previous run finished → its next run claimed: Celery
-  replaces the pool process after every run);
+  the hand-off gap (a worker's previous run finished → its next run claimed);
 - warnings and errors in the parts' logs, and the addresses and identities the lab stored.
 
 Every figure is measured with the workers, the web server and the students all on this

@@ -31,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from reports import write_report  # noqa: E402 - bench/, the script's own folder
+
 log = logging.getLogger("bench.concurrent_runs")
 
 
@@ -149,10 +151,7 @@ def main() -> int:
             log.info("two at once from the cache: %s", report["two_cached"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    out = ROOT / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(report, ROOT / args.out)
     return 0
 
 

@@ -25,6 +25,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from reports import write_report  # noqa: E402 - bench/, the script's own folder
+
 from launcher import processes  # noqa: E402
 
 log = logging.getLogger("bench.launch_latency")
@@ -88,10 +90,7 @@ def main() -> int:
     warm = [r["to_first_batch_s"] for r in rows[1:]]
     report = {"config": config, "data": args.data, "runs": rows,
               "warm_median_to_first_batch_s": statistics.median(warm) if warm else None}
-    out = ROOT / args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(report, ROOT / args.out)
     return 0
 
 
