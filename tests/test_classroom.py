@@ -194,3 +194,5 @@ def test_two_runs_train_at_once_both_succeed_and_the_photos_are_decoded_once(roo
         pids |= {line.split(" in process ")[1].split()[0] for line in log.splitlines()
                  if " in process " in line and any(f"run {r}:" in line for r in runs)}
     assert len(pids) == 2, pids
+    for w in room.workers.values():  # new models trace anew: expected, so not warned about
+        assert "retracing" not in w.log_text()

@@ -7,6 +7,7 @@ a fork, since database and Redis connections must not cross into a pool's child 
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 
@@ -54,6 +55,10 @@ def service() -> RunService:
     return _service
 
 
+def _drop_retracing_warning(record: logging.LogRecord) -> bool:
+    return "triggered tf.function retracing" not in record.getMessage()
+
+
 def prepare_tensorflow() -> None:
     """TensorFlow imported and set up for this worker: its share of the CPU threads and of
     the GPU's memory. Once per process (the pool process runs it ahead of the first run,
@@ -62,5 +67,8 @@ def prepare_tensorflow() -> None:
 
     settings = _settings
     import_tensorflow_quietly()
+    # Each run builds a new model, so its first steps trace anew: in a reused process
+    # TensorFlow then warns of "excessive" retracing, which is expected here.
+    logging.getLogger("tensorflow").addFilter(_drop_retracing_warning)
     limit_threads(settings.train_threads)
     share_gpus(settings.gpu_memory_mb or None)
