@@ -43,6 +43,8 @@ class LabStack:
             "DATABASE_URL": f"sqlite:///{workdir / 'lab.sqlite3'}",
             "LAB_DATA_DIR": str(data_dir),
             "LAB_MODELS_DIR": str(workdir / "models"),
+            # The session key, the logs and the photo cache: the stack's own, not the checkout's.
+            "LAB_STATE_DIR": str(workdir / "state"),
             # Nothing listens there: mobilenet_v2 fails as it would on an offline machine.
             "LAB_WEIGHTS_BASE_URL": f"http://127.0.0.1:{stack.free_port()}/weights",
             "LAB_WEIGHTS_DIR": str(workdir / "weights"),
