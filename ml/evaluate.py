@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,18 +30,17 @@ def evaluate(model: str | os.PathLike[str] | LoadedModel, data_dir: str | os.Pat
 
 
 def evaluate_frame(model: Any, image_size: int, df: pd.DataFrame, batch_size: int = 64,
-                   max_misclassified: int = 200, *, photos: PhotoCache | None = None,
-                   root: Path | None = None) -> dict[str, Any]:
+                   max_misclassified: int = 200, *, photos: PhotoCache | None = None
+                   ) -> dict[str, Any]:
     """The same report for a Keras model and a DataFrame of photos (``image_path``, ``label``)
-    (read from the shared photo cache of dataset folder ``root`` when given)."""
-    p, y_true = predict_frame(model, image_size, df, batch_size, photos=photos, root=root)
+    (read from the shared photo cache when given)."""
+    p, y_true = predict_frame(model, image_size, df, batch_size, photos=photos)
     return report(p, y_true, df, max_misclassified)
 
 
 def predict_frame(model: Any, image_size: int, df: pd.DataFrame,
                   batch_size: int = 64, flip: bool = False, *,
-                  photos: PhotoCache | None = None, root: Path | None = None
-                  ) -> tuple[np.ndarray, np.ndarray]:
+                  photos: PhotoCache | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Cat probabilities and true labels of the photos that decode, in the frame's order.
 
     ``flip`` averages each photo's probability with its mirror image's (test-time
@@ -50,8 +48,7 @@ def predict_frame(model: Any, image_size: int, df: pd.DataFrame,
     """
     from ml.pipeline import make_dataset
 
-    ds = make_dataset(df, image_size, batch_size, shuffle=False, cache=False, photos=photos,
-                      root=root)
+    ds = make_dataset(df, image_size, batch_size, shuffle=False, cache=False, photos=photos)
     # Predict batch by batch so labels stay aligned even if a file fails to decode.
     probs: list[np.ndarray] = []
     labels: list[np.ndarray] = []

@@ -50,6 +50,7 @@ class PhotoCache:
     it (``"built"``) or found it (``"reused"``), ``seconds`` how long that took."""
 
     directory: Path
+    root: Path  # the dataset folder whose photos it holds
     image_size: int
     images: np.ndarray  # (N, size, size, 3) uint8, memory-mapped read-only
     rows: dict[str, int]  # photo path relative to the dataset folder -> row
@@ -57,10 +58,10 @@ class PhotoCache:
     state: str
     seconds: float
 
-    def select(self, df: pd.DataFrame, root: Path) -> tuple[np.ndarray, np.ndarray]:
+    def select(self, df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """(rows, labels) of the frame's photos that decoded, in the frame's order; the
         others are dropped, as the decoding pipeline drops them."""
-        rows = np.array([self.rows[_relative(p, root)] for p in df["image_path"]],
+        rows = np.array([self.rows[_relative(p, self.root)] for p in df["image_path"]],
                         dtype=np.int64)
         keep = self.decoded[rows] if len(rows) else np.zeros(0, dtype=bool)
         return rows[keep], df["label"].to_numpy()[keep]
@@ -103,12 +104,12 @@ def open_photo_cache(images: pd.DataFrame, root: Path, image_size: int, cache_di
     wanted = fingerprint(images, root)
     found = _load(folder, wanted, image_size)
     if found is not None:
-        return _opened(folder, image_size, *found, "reused", started)
+        return _opened(folder, root, image_size, *found, "reused", started)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with _locked(folder.with_name(folder.name + ".lock")):
         found = _load(folder, wanted, image_size)  # built by another run while we waited
         if found is not None:
-            return _opened(folder, image_size, *found, "reused", started)
+            return _opened(folder, root, image_size, *found, "reused", started)
         needed = len(images) * image_size * image_size * 3
         free = free_bytes(cache_dir)
         if free < needed + SPARE_BYTES:
@@ -121,15 +122,15 @@ def open_photo_cache(images: pd.DataFrame, root: Path, image_size: int, cache_di
         if found is None:  # cannot happen unless the disk lies; decode as we go then
             log.warning("the photo cache just built in %s does not read back", folder)
             return None
-        return _opened(folder, image_size, *found, "built", started)
+        return _opened(folder, root, image_size, *found, "built", started)
 
 
-def _opened(folder: Path, image_size: int, array: np.ndarray, rows: dict[str, int],
+def _opened(folder: Path, root: Path, image_size: int, array: np.ndarray, rows: dict[str, int],
             decoded: np.ndarray, state: str, started: float) -> PhotoCache:
     seconds = time.monotonic() - started
     log.info("photo cache %s: %d photos at %d px in %s (%.1f s)", state, len(rows),
              image_size, folder, seconds)
-    return PhotoCache(folder, image_size, array, rows, decoded, state, seconds)
+    return PhotoCache(folder, root, image_size, array, rows, decoded, state, seconds)
 
 
 def _load(folder: Path, wanted: str, image_size: int

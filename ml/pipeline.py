@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -64,18 +63,18 @@ def decode_many(paths: list[str], image_size: int) -> Iterator[tuple[int, np.nda
 
 def make_dataset(df: pd.DataFrame, image_size: int, batch_size: int, *, shuffle: bool,
                  seed: int = 42, cache: bool | None = None,
-                 photos: PhotoCache | None = None, root: Path | None = None):
+                 photos: PhotoCache | None = None):
     """A batched ``tf.data.Dataset`` of (uint8 image, float label) from a scan DataFrame.
 
     Files that fail to decode despite passing the scan (the scan reads only a file's head
     and tail, so a JPEG with garbage inside gets through) are dropped with a warning
-    instead of stopping the run. With ``photos`` (the shared cache of dataset folder
-    ``root`` at this size) the images come from it.
+    instead of stopping the run. With ``photos`` (the shared cache of the dataset at this
+    size) the images come from it.
     """
     import tensorflow as tf
 
-    if photos is not None and root is not None:
-        return _from_photo_cache(photos, df, root, batch_size, shuffle=shuffle, seed=seed)
+    if photos is not None:
+        return _from_photo_cache(photos, df, batch_size, shuffle=shuffle, seed=seed)
 
     if cache is None:
         cache = len(df) * image_size * image_size * 3 <= cache_budget_bytes()
@@ -98,13 +97,13 @@ def make_dataset(df: pd.DataFrame, image_size: int, batch_size: int, *, shuffle:
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _from_photo_cache(photos: PhotoCache, df: pd.DataFrame, root: Path, batch_size: int, *,
+def _from_photo_cache(photos: PhotoCache, df: pd.DataFrame, batch_size: int, *,
                       shuffle: bool, seed: int):
     """Batches gathered from the memory-mapped cache: indices are shuffled and batched, and
     each batch of rows is copied out in one go (a per-photo Python call would be slower)."""
     import tensorflow as tf
 
-    rows, labels = photos.select(df, root)
+    rows, labels = photos.select(df)
     size = photos.image_size
     ds = tf.data.Dataset.from_tensor_slices((rows, labels.astype("float32")))
     if shuffle:

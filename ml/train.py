@@ -282,9 +282,8 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
     keras.backend.clear_session()  # a worker process trains many runs: start each afresh
     keras.utils.set_random_seed(cfg.seed)
     train_ds = make_dataset(train_df, image_size, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                            photos=photos, root=result.root)
-    val_ds = make_dataset(val_df, image_size, cfg.batch_size, shuffle=False, photos=photos,
-                          root=result.root)
+                            photos=photos)
+    val_ds = make_dataset(val_df, image_size, cfg.batch_size, shuffle=False, photos=photos)
     steps = math.ceil(len(train_df) / cfg.batch_size)
     precision = resolve_precision(cfg.precision)
     model = _build(cfg, image_size,
@@ -380,8 +379,7 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
     # The saved model on its validation photos: the confusion matrix and the photos it gets
     # wrong, for the Runs tab.
     validation = evaluate_frame(model, image_size, val_df, cfg.batch_size,
-                                max_misclassified=MAX_MISCLASSIFIED, photos=photos,
-                                root=result.root)
+                                max_misclassified=MAX_MISCLASSIFIED, photos=photos)
     model_path = out / MODEL_FILE
     status = "cancelled" if progress.cancelled else "succeeded"
     card = {

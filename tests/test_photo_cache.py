@@ -162,7 +162,7 @@ def test_a_photo_that_passes_the_scan_but_does_not_decode_is_left_out(dataset, t
     broken.write_bytes(good[:200] + b"\x00" * 2000 + good[-200:])  # head and tail look fine
     result, cache = _open(dataset, tmp_path / "cache")
     assert str(broken) in set(result.images["image_path"])  # the scan let it through
-    rows, labels = cache.select(result.images, result.root)
+    rows, labels = cache.select(result.images)
     assert len(rows) == len(result.images) - 1 and len(labels) == len(rows)
     assert not cache.decoded[cache.rows["cat.50.jpg"]]
 
@@ -173,13 +173,12 @@ def test_the_pipeline_gives_the_same_batches_from_the_cache(dataset, tmp_path):
     result, cache = _open(dataset, tmp_path / "cache")
     df = result.images.sample(frac=1, random_state=3).reset_index(drop=True)
     plain = list(make_dataset(df, SIZE, 5, shuffle=False).as_numpy_iterator())
-    cached = list(make_dataset(df, SIZE, 5, shuffle=False, photos=cache,
-                               root=result.root).as_numpy_iterator())
+    cached = list(make_dataset(df, SIZE, 5, shuffle=False, photos=cache).as_numpy_iterator())
     assert [len(b[0]) for b in cached] == [5, 5, 2]
     for (x1, y1), (x2, y2) in zip(plain, cached, strict=True):
         assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
     # Shuffled: every photo once an epoch.
-    shuffled = make_dataset(df, SIZE, 4, shuffle=True, seed=1, photos=cache, root=result.root)
+    shuffled = make_dataset(df, SIZE, 4, shuffle=True, seed=1, photos=cache)
     epochs = [np.concatenate([y for _, y in shuffled.as_numpy_iterator()]) for _ in range(2)]
     assert sorted(epochs[1]) == sorted(epochs[0])
     assert sorted(epochs[0]) == sorted(df["label"].astype("float32"))

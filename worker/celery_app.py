@@ -8,9 +8,10 @@ message to a second worker while the first still trains). The task itself is ide
 only trains a run it can move from ``queued`` to ``running``.
 
 The pool process imports and sets up TensorFlow as soon as it starts, before any run asks
-for it. On a CPU machine it then trains run after run (the import and the first graph are
-paid once, not per run); on a GPU machine each run gets a fresh process, since TensorFlow
-never gives GPU memory back and the next run (or another worker sharing the GPU) needs it.
+for it. On a CPU machine it then trains run after run (the import and the process start are
+paid once, not per run; each new model still traces its own graph); on a GPU machine each
+run gets a fresh process, since TensorFlow never gives GPU memory back and the next run (or
+another worker sharing the GPU) needs it.
 """
 
 from __future__ import annotations

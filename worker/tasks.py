@@ -25,7 +25,7 @@ from worker.runtime import DOWNLOAD_TASK, TRAIN_TASK
 log = logging.getLogger(__name__)
 
 CANCEL_POLL_S = 0.5
-_runs_in_process: list[str] = []  # what this pool process trained (it is reused on a CPU)
+_runs_in_process = 0  # how many this pool process has trained (it is reused on a CPU)
 
 
 class _RunContext:
@@ -87,9 +87,10 @@ def train_next(self, run_id: str | None = None) -> dict[str, Any]:
         from ml.train import train
 
         runtime.prepare_tensorflow()
-        _runs_in_process.append(run_id)
+        global _runs_in_process
+        _runs_in_process += 1
         log.info("run %s: training %s on %s in process %d (run %d in this process)", run_id,
-                 run["config"], settings.data_dir, os.getpid(), len(_runs_in_process))
+                 run["config"], settings.data_dir, os.getpid(), _runs_in_process)
         try:
             summary = train(run["config"], settings.data_dir, service.out_dir(run_id),
                             sink=ctx.record, should_stop=ctx.should_stop, run_id=run_id,
