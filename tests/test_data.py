@@ -118,3 +118,36 @@ def test_cli_scan_json(tmp_path):
     data = json.loads(proc.stdout)
     assert (data["total"], data["cats"], data["dogs"], data["skipped"]) == (4, 2, 2, 1)
     assert data["skipped_reasons"] == {"empty file (0 bytes)": 1}
+
+
+def test_a_rescan_reads_only_changed_files_and_sees_every_change(tmp_path, monkeypatch):
+    import os
+
+    import ml.data
+
+    make_flat_dataset(tmp_path, per_class=4)
+    first = scan(tmp_path)
+    assert len(first.images) == 8
+    opened: list[str] = []
+    real_sniff = ml.data.sniff
+    monkeypatch.setattr(ml.data, "sniff", lambda path: (opened.append(path.name),
+                                                        real_sniff(path))[1])
+    assert scan(tmp_path).images.equals(first.images)
+    assert opened == []  # nothing changed: nothing read again
+
+    cats = sorted(tmp_path.glob("cat.*"))
+    replaced, truncated, removed = cats[0], cats[1], cats[2]
+    size = replaced.stat().st_size
+    os.remove(replaced)  # replaced by a file of the same size that is not an image
+    replaced.write_bytes(b"\0" * size)
+    truncated.write_bytes(truncated.read_bytes()[:-50])
+    removed.unlink()
+    (tmp_path / "dog.new.jpg").write_bytes(photo_bytes("dog"))
+    again = scan(tmp_path)
+    assert sorted(opened) == sorted([replaced.name, truncated.name, "dog.new.jpg"])
+    reasons = dict(zip(again.skipped.image_path, again.skipped.reason, strict=True))
+    assert reasons[str(replaced)].startswith("not an image")
+    assert reasons[str(truncated)].startswith("corrupt: truncated JPEG")
+    assert str(removed) not in set(again.images.image_path) | set(reasons)
+    assert str(tmp_path / "dog.new.jpg") in set(again.images.image_path)
+    assert len(again.images) == 8 - 3 + 1
