@@ -74,6 +74,18 @@ runs = Table(
     Column("owner_name", String(64)),  # the name it gave, plain text
     Column("cancelled_by", String(80)),  # "Ada", "the instructor", ...
     Column("promoted", Float),  # when an instructor moved it to the front of the queue
+    Column("recipe", String(32), index=True),  # config["recipe"], for filters and sorts in SQL
+    Column("archived", Float),  # when an instructor archived it: hidden, never deleted
+)
+
+# The lab's run-time switches (e.g. a paused queue), set by an instructor, seen by every
+# process; the value is JSON.
+lab_flags = Table(
+    "lab_flags", metadata,
+    Column("name", String(32), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("changed", Float, nullable=False),
+    Column("changed_by", String(80)),
 )
 
 events = Table(
@@ -147,7 +159,7 @@ class RunStore:
             conn.execute(insert(runs).values(
                 id=run_id, created=now, status="queued", config=json.dumps(config),
                 cancel_requested=False, epochs_done=0, client=client, last_seq=1,
-                owner=owner, owner_name=owner_name))
+                owner=owner, owner_name=owner_name, recipe=config.get("recipe")))
             conn.execute(insert(events).values(_event_row(ev)))
         return ev
 

@@ -150,7 +150,7 @@ def _assert_schema_is_head(engine: Engine) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), core.store.metadata)
         tables = set(inspect(conn).get_table_names())
     assert diff == []
-    assert tables == {"runs", "events", "alembic_version"}
+    assert tables == {"runs", "events", "lab_flags", "alembic_version"}
 
 
 def test_a_database_from_before_migrations_is_upgraded_keeping_every_row(
@@ -173,6 +173,10 @@ def test_a_database_from_before_migrations_is_upgraded_keeping_every_row(
     assert set(owners.values()) == {"5f2a9c1e0b3d4a77", None}
     assert all((owner is not None) == (n % 2 == 1)
                for n, owner in enumerate(owners[run_id] for run_id in OLD_RUNS))
+    with engine.connect() as conn:  # 0004: the recipe comes from the config; nothing archived
+        rows = conn.execute(select(core.store.runs.c.recipe, core.store.runs.c.archived)).all()
+        flags = conn.execute(select(func.count()).select_from(core.store.lab_flags)).scalar_one()
+    assert sorted(rows) == [("fast_cnn", None)] * len(OLD_RUNS) and flags == 0
     assert _revision(engine) == [HEAD]
     _assert_schema_is_head(engine)
     said = [r.getMessage() for r in caplog.records
@@ -217,7 +221,7 @@ def test_a_fresh_database_gets_exactly_the_head_schema(engine):
     assert columns["last_seq"]["nullable"] is False
     assert "0" in str(columns["last_seq"]["default"])
     assert indexes == {"ix_runs_created": ["created"], "ix_runs_status": ["status"],
-                       "ix_runs_owner": ["owner"]}
+                       "ix_runs_owner": ["owner"], "ix_runs_recipe": ["recipe"]}
     assert [(fk["referred_table"], fk["options"].get("ondelete")) for fk in fks] \
         == [("runs", "CASCADE")]
 
