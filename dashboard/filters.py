@@ -1,10 +1,13 @@
-"""Template filters every page uses: durations, percentages, times."""
+"""Template filters every page uses: durations, percentages, times, a run's settings."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from flask import Flask
+
+from ml.recipes import RECIPES
 
 
 def duration(seconds: float | None) -> str:
@@ -31,6 +34,22 @@ def when(ts: float | None) -> str:
     return "–" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
+def _recipe_default(config: dict[str, Any], name: str) -> Any:
+    recipe = RECIPES.get(config.get("recipe"))
+    return getattr(recipe, name) if recipe else None
+
+
+def image_px(config: dict[str, Any]) -> int | None:
+    """The image size a run's config trains at: its own, else its recipe's (None if unknown)."""
+    return config.get("image_size") or _recipe_default(config, "image_size")
+
+
+def learning_rate(config: dict[str, Any]) -> str:
+    """The learning rate a run's config starts from, as a number (``0.001``, ``3e-04``)."""
+    rate = config.get("learning_rate") or _recipe_default(config, "learning_rate")
+    return "–" if rate is None else f"{rate:g}"
+
+
 def register(app: Flask) -> None:
-    for fn in (duration, pct, when):
+    for fn in (duration, pct, when, image_px, learning_rate):
         app.add_template_filter(fn)
