@@ -24,7 +24,13 @@ Types and their fields (beyond the four common ones):
                      ``BATCH_EVENTS_PER_S`` a second, plus the first and last step of each epoch.
 - ``epoch``          epoch, loss, accuracy, val_loss, val_accuracy, lr, seconds (with
                      validation), images_per_s (training part only), partial (cancelled
-                     mid-epoch), gpu (None on a CPU; else utilisation_pct, memory_used_mb)
+                     mid-epoch), gpu (None on a CPU; else utilisation_pct, memory_used_mb),
+                     confusion (this epoch's validation pass: [[dog→dog, dog→cat],
+                     [cat→dog, cat→cat]], rows the truth; None if not measured), insight (a
+                     plain sentence when overfitting starts at this epoch: ``ml.insights``)
+- ``panel``          epoch, items: [{image (path relative to the dataset folder), label,
+                     cat_probability}] — the run's fixed panel of validation photos scored
+                     after the epoch (``ml.panel``), the same photos every epoch
 - ``lr_reduced``     epoch, old_lr, new_lr (reduce-on-plateau cuts only; under a cosine or
                      one-cycle schedule the ``lr`` of batch and epoch events traces the curve)
 - ``early_stopped``  epoch, best_epoch
@@ -54,6 +60,7 @@ EVENT_TYPES = (
     "run_started",
     "batch",
     "epoch",
+    "panel",
     "lr_reduced",
     "early_stopped",
     "checkpoint",
@@ -111,11 +118,17 @@ def batch(*, epoch: int, step: int, steps: int, loss: float | None, accuracy: fl
 
 def epoch(*, epoch: int, loss: float | None, accuracy: float | None, val_loss: float | None,
           val_accuracy: float | None, lr: float, seconds: float, images_per_s: float,
-          partial: bool = False, gpu: dict[str, Any] | None = None) -> Body:
+          partial: bool = False, gpu: dict[str, Any] | None = None,
+          confusion: list[list[int]] | None = None, insight: str | None = None) -> Body:
     """One finished epoch, with its validation pass (and how busy the GPU is, if any)."""
     return _body("epoch", epoch=epoch, loss=loss, accuracy=accuracy, val_loss=val_loss,
                  val_accuracy=val_accuracy, lr=lr, seconds=seconds, images_per_s=images_per_s,
-                 partial=partial, gpu=gpu)
+                 partial=partial, gpu=gpu, confusion=confusion, insight=insight)
+
+
+def panel(*, epoch: int, items: list[dict[str, Any]]) -> Body:
+    """The run's panel of validation photos, as the model judged them after this epoch."""
+    return _body("panel", epoch=epoch, items=items)
 
 
 def lr_reduced(*, epoch: int, old_lr: float, new_lr: float) -> Body:

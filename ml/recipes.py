@@ -253,6 +253,29 @@ def get_recipe(name: str) -> Recipe:
         raise ModelError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}") from None
 
 
+# (log name, true label, predicted label): label 1 is cat, so a "positive" is a cat.
+CONFUSION_CELLS = (("cm_dog_dog", 0, 0), ("cm_dog_cat", 0, 1), ("cm_cat_dog", 1, 0),
+                   ("cm_cat_cat", 1, 1))
+
+
+def confusion_metrics() -> list[Any]:
+    """Keras metrics counting each cell of the confusion matrix at the 0.5 threshold."""
+    import keras
+
+    kinds = {(0, 0): keras.metrics.TrueNegatives, (0, 1): keras.metrics.FalsePositives,
+             (1, 0): keras.metrics.FalseNegatives, (1, 1): keras.metrics.TruePositives}
+    return [kinds[(truth, guess)](thresholds=0.5, name=name)
+            for name, truth, guess in CONFUSION_CELLS]
+
+
+def confusion_from_logs(logs: dict[str, Any], prefix: str = "val_") -> list[list[int]] | None:
+    """[[dog→dog, dog→cat], [cat→dog, cat→cat]] from Keras's logs, None if not there."""
+    cells = {(truth, guess): logs.get(prefix + name) for name, truth, guess in CONFUSION_CELLS}
+    if any(v is None for v in cells.values()):
+        return None
+    return [[int(round(float(cells[(t, g)]))) for g in (0, 1)] for t in (0, 1)]
+
+
 def build_model(name: str, image_size: int, augment: bool = True,
                 learning_rate: Any = 1e-3, label_smoothing: float = 0.0,
                 weight_decay: float = 0.0, **kwargs: Any):
@@ -273,6 +296,7 @@ def build_model(name: str, image_size: int, augment: bool = True,
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.BinaryCrossentropy(label_smoothing=label_smoothing),
-        metrics=["accuracy"],
+        # The confusion counts ride on the validation pass each epoch already makes.
+        metrics=["accuracy", *confusion_metrics()],
     )
     return model

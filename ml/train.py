@@ -33,7 +33,10 @@ from ml.disk import (
 )
 from ml.errors import DatasetError, DiskFullError, LabError
 from ml.events import BATCH_EVENTS_PER_S, EventHandler, EventSink, LocalLog
+from ml.insights import overfitting
 from ml.model_io import CARD_FILE, MODEL_FILE
+from ml.panel import Panel, choose_panel
+from ml.recipes import build_model, confusion_from_logs, get_recipe
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,8 @@ def is_better_epoch(val_accuracy: float, val_loss: float | None,
 
 def _make_event_callback(record: EventSink, *, steps: int, batch_size: int,
                          train_count: int, should_stop: Callable[[], bool] | None,
-                         checkpoint_path: Path, early_stopping, report_lr_cuts: bool):
+                         checkpoint_path: Path, early_stopping, report_lr_cuts: bool,
+                         panel: Panel | None = None):
     """A Keras callback that turns training progress into events and checks for cancel."""
     import keras
 
@@ -126,8 +130,12 @@ def _make_event_callback(record: EventSink, *, steps: int, batch_size: int,
                 / max(self._train_seconds, 1e-9),
             }
             partial = self.cancelled and self._steps_done < steps
-            record(events.epoch(**row, partial=partial, gpu=gpu_load()))
+            record(events.epoch(**row, partial=partial, gpu=gpu_load(),
+                                confusion=confusion_from_logs(logs),
+                                insight=overfitting([*self.history, row])))
             self.history.append(row)
+            if panel is not None and len(panel):
+                record(events.panel(epoch=epoch_no, items=panel.score(self.model)))
             val_acc, val_loss = logs.get("val_accuracy"), logs.get("val_loss")
             if val_acc is not None and is_better_epoch(
                     val_acc, val_loss, self.best_val_accuracy, self.best_val_loss):
@@ -188,7 +196,6 @@ def learning_rate_schedule(schedule: str, learning_rate: float, total_steps: int
 def _build(cfg: TrainConfig, image_size: int, learning_rate: Any, precision: str,
            pretrained: bool):
     """The compiled model, its layers built under the run's precision policy."""
-    from ml.recipes import build_model
     from ml.tf_env import precision_policy
 
     with precision_policy(precision):
@@ -249,8 +256,6 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
            should_stop: Callable[[], bool] | None, run_id: str, pretrained: bool,
            resume_dir: str | os.PathLike[str] | None = None,
            photo_cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    from ml.recipes import get_recipe
-
     recipe = get_recipe(cfg.recipe)
     image_size = cfg.image_size or recipe.image_size
     learning_rate = cfg.learning_rate or recipe.learning_rate
@@ -285,6 +290,7 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
                             photos=photos)
     val_ds = make_dataset(val_df, image_size, cfg.batch_size, shuffle=False, photos=photos)
     steps = math.ceil(len(train_df) / cfg.batch_size)
+    panel = Panel(choose_panel(val_df, seed=cfg.seed), result.root, image_size, photos)
     precision = resolve_precision(cfg.precision)
     model = _build(cfg, image_size,
                    learning_rate_schedule(cfg.schedule, learning_rate, steps * cfg.epochs),
@@ -322,7 +328,7 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
     progress = _make_event_callback(
         record, steps=steps, batch_size=cfg.batch_size,
         train_count=len(train_df), should_stop=should_stop, checkpoint_path=checkpoint_path,
-        early_stopping=early_stopping, report_lr_cuts=plateau)
+        early_stopping=early_stopping, report_lr_cuts=plateau, panel=panel)
     if resume_dir is not None:
         callbacks.insert(0, keras.callbacks.BackupAndRestore(str(resume_dir)))
         best_file = checkpoint_path.with_name(BEST_FILE)
@@ -380,6 +386,8 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
     # wrong, for the Runs tab.
     validation = evaluate_frame(model, image_size, val_df, cfg.batch_size,
                                 max_misclassified=MAX_MISCLASSIFIED, photos=photos)
+    out.mkdir(parents=True, exist_ok=True)
+    explained = panel.explain(model, image_size, out)  # where the kept model looked
     model_path = out / MODEL_FILE
     status = "cancelled" if progress.cancelled else "succeeded"
     card = {
@@ -407,6 +415,7 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
         },
         "history": progress.history,
         "validation": validation,
+        "panel": explained,
         "notes": notes,
         "model_file": MODEL_FILE,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
