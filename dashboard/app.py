@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, redirect, render_template, request, url_for
+from flask import Flask, jsonify, render_template, request
 from flask_socketio import SocketIO
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
@@ -62,11 +62,10 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
 
     security.init_app(app)  # after Socket.IO: ProxyFix must wrap its middleware too
 
-    from dashboard import api, assets, dataset, photos, predict, runs, train
+    from dashboard import api, assets, board, dataset, photos, predict, runs, train
 
-    for module in (api, access, assets, dataset, photos, train, runs, predict):
+    for module in (api, access, assets, board, dataset, photos, train, runs, predict):
         app.register_blueprint(module.bp)
-    app.add_url_rule("/", "home", lambda: redirect(url_for("runs.index")))
     filters.register(app)
     _register_error_pages(app)
     return app

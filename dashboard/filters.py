@@ -44,9 +44,14 @@ def image_px(config: dict[str, Any]) -> int | None:
     return config.get("image_size") or _recipe_default(config, "image_size")
 
 
+def learning_rate_value(config: dict[str, Any]) -> float | None:
+    """The learning rate a run's config starts from: its own, else its recipe's."""
+    return config.get("learning_rate") or _recipe_default(config, "learning_rate")
+
+
 def learning_rate(config: dict[str, Any]) -> str:
     """The learning rate a run's config starts from, as a number (``0.001``, ``3e-04``)."""
-    rate = config.get("learning_rate") or _recipe_default(config, "learning_rate")
+    rate = learning_rate_value(config)
     return "–" if rate is None else f"{rate:g}"
 
 

@@ -1,0 +1,79 @@
+"""Read-only queries for the class's views (home, leaderboard, what the class learned).
+
+Only reads of the ``runs`` table: which runs finished well, which train now, which wait
+and in what order. Ranking and wording are the dashboard's (``dashboard/board.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import func, select
+
+from core.store import RunStore, runs
+
+# The columns the class views read: never the error text or the worker's bookkeeping.
+_COLUMNS = (runs.c.id, runs.c.status, runs.c.owner, runs.c.owner_name, runs.c.recipe,
+            runs.c.config, runs.c.summary, runs.c.best_val_accuracy, runs.c.created,
+            runs.c.started, runs.c.finished, runs.c.epochs_done)
+
+
+def _row(row) -> dict[str, Any]:
+    run = dict(row._mapping)
+    run["config"] = json.loads(run["config"])
+    run["summary"] = json.loads(run["summary"]) if run.get("summary") else None
+    return run
+
+
+def finished_runs(store: RunStore) -> list[dict[str, Any]]:
+    """Every run that trained to the end with a validation accuracy and is not archived,
+    first finished first. Cancelled runs are left out: their accuracy is of a shorter run
+    than their settings say."""
+    query = (select(*_COLUMNS)
+             .where(runs.c.status == "succeeded", runs.c.archived.is_(None),
+                    runs.c.best_val_accuracy.is_not(None))
+             .order_by(runs.c.finished, runs.c.id))
+    with store.engine.connect() as conn:
+        return [_row(row) for row in conn.execute(query)]
+
+
+def running_runs(store: RunStore) -> list[dict[str, Any]]:
+    """Runs training now, the most recently started first."""
+    query = (select(*_COLUMNS).where(runs.c.status == "running")
+             .order_by(runs.c.started.desc(), runs.c.id))
+    with store.engine.connect() as conn:
+        return [_row(row) for row in conn.execute(query)]
+
+
+def next_in_queue(store: RunStore, limit: int) -> tuple[list[dict[str, Any]], int]:
+    """The first ``limit`` queued runs in the order they will start (``core.queue``), each
+    with its ``queue_position``, and how many wait in all."""
+    order = list(store.queue_positions())  # run ids, next first
+    wanted = order[:limit]
+    if not wanted:
+        return [], len(order)
+    with store.engine.connect() as conn:
+        found = {row.id: _row(row) for row in conn.execute(
+            select(*_COLUMNS).where(runs.c.id.in_(wanted)))}
+    upcoming = []
+    for position, run_id in enumerate(wanted, start=1):
+        if run_id in found:  # started or cancelled between the two reads: skip it
+            upcoming.append({**found[run_id], "queue_position": position})
+    return upcoming, len(order)
+
+
+def status_counts(store: RunStore) -> dict[str, int]:
+    """How many runs are in each status (archived ones included: they did happen)."""
+    with store.engine.connect() as conn:
+        return {status: int(n) for status, n in conn.execute(
+            select(runs.c.status, func.count()).group_by(runs.c.status))}
+
+
+def latest_run(store: RunStore, status: str) -> dict[str, Any] | None:
+    """The most recently created run in this status, if any."""
+    query = (select(*_COLUMNS).where(runs.c.status == status)
+             .order_by(runs.c.created.desc()).limit(1))
+    with store.engine.connect() as conn:
+        row = conn.execute(query).first()
+    return _row(row) if row is not None else None
