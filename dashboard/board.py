@@ -93,7 +93,8 @@ def class_rows() -> list[dict[str, Any]]:
 
 def _brief(run: dict[str, Any]) -> dict[str, Any]:
     """What the home page says about a queued or running run."""
-    return {"run_id": run["id"], "name": _name(run), "status": run["status"],
+    return {"run_id": run["id"], "name": _name(run), "named": bool(run.get("owner_name")),
+            "status": run["status"],
             "url": url_for("runs.detail", run_id=run["id"]),
             "queue_position": run.get("queue_position"), "started": run["started"],
             "epochs_done": run["epochs_done"], "best_val_accuracy": run["best_val_accuracy"],

@@ -118,17 +118,21 @@
     const live = { runId: null, lastSeq: 0, epochs: null, steps: null, socket: null };
     const topTable = home.querySelector("table.leaderboard");
 
-    function drawLiveChart() {
+    function drawLiveChart(epochs) {
       Plotly.newPlot("live-chart", [
         { x: [], y: [], name: "training photos", mode: "lines+markers",
           line: { color: C.train, width: 3 }, marker: { size: 8 } },
         { x: [], y: [], name: "validation photos", mode: "lines+markers",
           line: { color: C.val, width: 3 }, marker: { size: 8 } },
-      ], layout("accuracy", { font: chartFont, margin: { l: 70, r: 16, t: 10, b: 50 },
+      ], layout("accuracy", { font: chartFont, margin: { l: 80, r: 16, t: 36, b: 50 },
+                              // The legend above the plot: below, it runs into the axis title.
+                              legend: { orientation: "h", x: 0, y: 1, yanchor: "bottom" },
                               yaxis: { title: { text: "accuracy" }, tickformat: ".0%",
-                                       range: [0, 1] },
+                                       range: [0, 1.05], tickvals: [0, 0.25, 0.5, 0.75, 1] },
+                              // Whole epochs only: a tick each for a short run.
                               xaxis: { title: { text: "epoch" }, rangemode: "tozero",
-                                       dtick: 1 } }),
+                                       dtick: epochs && epochs <= 20 ? 1 : null,
+                                       tickformat: "d" } }),
       Object.assign({}, plotConfig, { displayModeBar: false }));
     }
     function setDone(done) {
@@ -172,7 +176,7 @@
     function follow(run) {
       if (live.socket && live.runId) live.socket.emit("leave", { run_id: live.runId });
       Object.assign(live, { runId: run.run_id, lastSeq: 0, epochs: run.epochs, steps: null });
-      drawLiveChart();
+      drawLiveChart(run.epochs);
       setDone(0);
       $("live-epoch").textContent = "–";
       $("live-best").textContent = pct(run.best_val_accuracy);
@@ -196,7 +200,7 @@
       for (const run of queue.next) {
         const item = el("li");
         item.append(el("span", "queue-place", "#" + run.queue_position));
-        const who = el("span", run.name === "no name" ? "name noname" : "name");
+        const who = el("span", run.named ? "name" : "name noname");
         who.append(link(run.url, run.name));
         item.append(who);
         item.append(el("span", "muted small queue-what", settingsText(run)));
@@ -223,7 +227,9 @@
       if (data.live) {
         $("live-none").hidden = true;
         $("live-run").hidden = false;
-        $("live-name").textContent = data.live.name;
+        // "Ada's run"; a run whose owner gave no name: "A run (no name)".
+        $("live-name").textContent = data.live.named ? data.live.name : "A run";
+        $("live-suffix").textContent = data.live.named ? "’s run" : " (no name)";
         $("live-link").href = link(data.live.url, "").href;
         $("live-settings").textContent = settingsText(data.live);
         const others = data.running - 1;
@@ -285,6 +291,12 @@
       const ticks = rates.length <= 6 ? rates : decades;
       return { tickvals: ticks.map(Math.log10), ticktext: ticks.map(rate) };
     }
+    // A few distinct settings (batch 8 and 16, 1 or 2 epochs): ticks at those values only,
+    // not at 9, 10, 11… or 1.2, 1.4…
+    function numberTicks(values) {
+      const distinct = [...new Set(values)].sort((a, b) => a - b);
+      return distinct.length <= 8 ? { tickvals: distinct, ticktext: distinct.map(String) } : {};
+    }
     function categories(key) {
       return [...new Set(rows.map((r) => shown(key, r[key])))].sort();
     }
@@ -301,22 +313,22 @@
                  range: cats.length === 1 ? [-1, 1] : [0, cats.length - 1] };
       }
       const nums = values.map((v) => (v === null || v === undefined) ? 0 : v);
-      const dim = { label: labels[key], values: nums };
+      const dim = Object.assign({ label: labels[key], values: nums }, numberTicks(nums));
       if (Math.min(...nums) === Math.max(...nums)) dim.range = [nums[0] - 1, nums[0] + 1];
       return dim;
     }
     function drawParcoords() {
       const acc = rows.map((r) => r.accuracy);
       const dims = Object.keys(labels).map(dimension);
-      dims.push({ label: "best validation accuracy", values: acc, tickformat: ".0%",
+      dims.push({ label: "accuracy", values: acc, tickformat: ".0%",
                   range: [Math.min(0.5, ...acc), 1] });
       Plotly.react("class-parcoords", [{
         type: "parcoords", dimensions: dims,
         line: { color: acc, colorscale: accuracyScale,
-                cmin: Math.min(0.5, ...acc), cmax: 1, showscale: true,
-                colorbar: { title: { text: "accuracy" }, tickformat: ".0%" } },
+                cmin: Math.min(0.5, ...acc), cmax: 1, showscale: false },
+        labelangle: -20, labelside: "top",
         labelfont: { size: present ? 22 : 14 }, tickfont: { size: present ? 18 : 12 },
-      }], { font: chartFont, margin: { l: 70, r: 60, t: 70, b: 30 },
+      }], { font: chartFont, margin: { l: 70, r: 60, t: present ? 110 : 80, b: 30 },
             paper_bgcolor: "rgba(0,0,0,0)" }, Object.assign({}, plotConfig, { displayModeBar: false }));
     }
     function drawScatter() {
@@ -329,6 +341,8 @@
       } else if (CATEGORICAL.has(key)) {
         xs = xs.map((v) => shown(key, v));
         Object.assign(xaxis, { type: "category", categoryorder: "category ascending" });
+      } else {
+        Object.assign(xaxis, numberTicks(xs), { tickmode: numberTicks(xs).tickvals ? "array" : "auto" });
       }
       const text = rows.map((r) => plotText(r.name) + "<br>" + pct(r.accuracy) + " · " +
                                    labels[key] + " " + (key === "learning_rate" ? rate(r[key])
@@ -336,7 +350,7 @@
       Plotly.react("class-scatter", [{
         type: "scatter", mode: "markers", x: xs, y: rows.map((r) => r.accuracy),
         customdata: rows.map((r) => r.url), text: text, hoverinfo: "text",
-        marker: { size: present ? 20 : 13, color: rows.map((r) => r.accuracy),
+        marker: { size: present ? 20 : 13, color: rows.map((r) => r.accuracy), opacity: 0.85,
                   colorscale: accuracyScale,
                   cmin: Math.min(0.5, ...rows.map((r) => r.accuracy)), cmax: 1,
                   line: { color: "#1f2430", width: 1 } },

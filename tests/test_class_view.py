@@ -148,6 +148,7 @@ def test_home_state_live_run_queue_and_empty_states(client, service):
     assert home["empty"] is None and home["running"] == 2
     assert home["live"]["run_id"] == newest  # a stranger sees the latest started run
     assert home["live"]["name"] == "Bob" and home["live"]["status"] == "running"
+    assert home["live"]["named"] is True
     assert home["queue"]["waiting"] == 7
     assert [(r["run_id"], r["queue_position"]) for r in home["queue"]["next"]] == [
         (run_id, n) for n, run_id in enumerate(queued[:5], start=1)]

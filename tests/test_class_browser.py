@@ -1,0 +1,159 @@
+"""The class's views in real Chromium on a real stack of their own (redis-server, a Celery
+worker, the web server): the leaderboard updates without a reload when a run finishes, the
+class view draws one line per finished run, projector mode hides the chrome, names stay
+text, and no page logs an error. Screenshots go to tests/artifacts/screenshots/ (the README
+shows copies from docs/screenshots/).
+"""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from tests.lab_stack import ENDLESS, TINY, LabStack
+from tests.test_browser import ARTIFACTS, Watched, browser, shot  # noqa: F401 (fixture)
+
+HOSTILE = '<img src=x onerror="window.__xss=1">'
+# Four people, each a browser of their own (its own session cookie) with a name.
+STUDENTS = ("Ada", "Bob", HOSTILE, "Dee")
+ROWS = "() => document.querySelectorAll('#leaderboard-page tbody tr').length"
+
+
+@pytest.fixture(scope="module")
+def class_lab(tiny_dataset, tmp_path_factory):
+    stack = LabStack(tmp_path_factory.mktemp("class-lab"), tiny_dataset).start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture
+def watched(browser):  # noqa: F811 (the imported fixture)
+    pages: list[Watched] = []
+
+    def make(**kw) -> Watched:
+        pages.append(Watched(browser, **kw))
+        return pages[-1]
+
+    yield make
+    for page in pages:
+        page.close()
+
+
+def student(lab: LabStack, name: str) -> requests.Session:
+    session = requests.Session()
+    session.headers["X-Lab-Name"] = name
+    return session
+
+
+def launch(lab: LabStack, who: requests.Session, **config) -> str:
+    resp = who.post(lab.url + "/api/runs", json={**TINY, "epochs": 1, **config}, timeout=30)
+    assert resp.status_code == 202, resp.text
+    return resp.json()["id"]
+
+
+def test_leaderboard_class_view_and_projector_mode(class_lab, watched):
+    lab = class_lab
+    people = {name: student(lab, name) for name in STUDENTS}
+    # Different settings, so the class view has something to show.
+    runs = [launch(lab, people["Ada"]),
+            launch(lab, people["Ada"], learning_rate=0.003, batch_size=16),
+            launch(lab, people["Bob"], image_size=40, schedule="cosine", epochs=2),
+            launch(lab, people[HOSTILE], label_smoothing=0.1, learning_rate=0.001)]
+    for run_id in runs:
+        lab.wait_status(run_id, "succeeded")
+
+    w = watched()
+    page = w.page
+    page.goto(lab.url + "/leaderboard")
+    page.wait_for_function(f"({ROWS})() === 3")
+    names = page.locator("#leaderboard-page tbody .name").all_text_contents()
+    assert sorted(names) == sorted(["Ada", "Bob", HOSTILE])  # shown as typed: text
+    assert page.locator("#leaderboard-page tbody img").count() == 0
+    ranks = [int(r) for r in page.locator("#leaderboard-page tbody .rank").all_text_contents()]
+    assert ranks == sorted(ranks) and ranks[0] == 1
+    api = lab.get("/api/leaderboard").json()["entries"]
+    assert [e["name"] for e in api] == names  # the page's order is the server's
+    assert all("on " in t and "photo" in t for t in
+               page.locator("#leaderboard-page tbody .photos").all_text_contents())
+
+    # A run finishes while the page is open: its owner appears without a reload.
+    page.evaluate("window.__same_page = true")
+    launch(lab, people["Dee"], learning_rate=0.02)
+    page.wait_for_function(f"({ROWS})() === 4", timeout=180_000)
+    assert page.evaluate("window.__same_page") is True
+    assert "Dee" in page.locator("#leaderboard-page tbody .name").all_text_contents()
+    page.wait_for_timeout(3000)  # the new row's highlight fades before the screenshot
+    shot(page, "leaderboard")
+    assert page.evaluate("window.__xss") is None  # the name stayed text
+
+    # What the class learned: one line per finished run, one dot per run.
+    finished = [r for r in lab.get("/api/runs").json()["runs"] if r["status"] == "succeeded"]
+    assert len(finished) == 5
+    page.goto(lab.url + "/class")
+    page.wait_for_function("() => { const el = document.getElementById('class-parcoords');"
+                           " return el.data && el.data.length === 1; }")
+    dims = page.evaluate("() => document.getElementById('class-parcoords').data[0].dimensions"
+                         ".map(d => [d.label, d.values.length])")
+    assert [n for _, n in dims] == [5] * 9
+    assert dims[1][0] == "learning rate" and dims[-1][0] == "accuracy"
+    # Learning rates are drawn as log10 and labelled as the rates themselves.
+    rate_axis = page.evaluate("() => document.getElementById('class-parcoords').data[0]"
+                              ".dimensions[1]")
+    assert min(rate_axis["values"]) == pytest.approx(-3) and "0.001" in rate_axis["ticktext"]
+    assert page.evaluate("() => document.getElementById('class-scatter').data[0].x.length") == 5
+    page.select_option("#class-setting", "batch_size")
+    page.wait_for_function("() => document.getElementById('class-scatter').layout.xaxis"
+                           ".title.text === 'batch size'")
+    assert sorted(page.evaluate("() => document.getElementById('class-scatter').data[0].x")) \
+        == [8, 8, 8, 8, 16]
+    shot(page, "class-view")
+    assert page.evaluate("window.__xss") is None
+    # Clicking a dot opens its run.
+    page.locator("#class-scatter").scroll_into_view_if_needed()  # the mouse reaches only the view
+    box = page.locator("#class-scatter .scatterlayer .point").first.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_selector("#class-scatter .hoverlayer .hovertext")  # Plotly clicks what it hovers
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_url(lab.url + "/runs/*", timeout=15_000)
+    assert page.locator("#run").get_attribute("data-run-id") in {r["id"] for r in finished}
+
+    # Projector mode on the home page: the live run and the queue on one screen, no chrome.
+    demo = launch(lab, people["Ada"], **{**ENDLESS, "epochs": 300})
+    waiting = launch(lab, people["Bob"])
+    lab.wait_status(demo, "running")
+    projector = watched(viewport={"width": 1280, "height": 800})
+    screen = projector.page
+    screen.goto(lab.url + "/?present=1")
+    assert screen.evaluate("document.body.classList.contains('present')")
+    assert not screen.locator(".topbar").is_visible()
+    assert not screen.locator(".footer").is_visible()
+    screen.wait_for_function("() => !document.getElementById('live-run').hidden &&"
+                             " document.getElementById('live-text').textContent === 'live'")
+    screen.wait_for_function("() => document.getElementById('live-epoch').textContent"
+                             " !== '–'", timeout=120_000)
+    assert screen.locator("#live-name").text_content() == "Ada"
+    assert screen.locator("#queue-list li").count() == 1
+    assert "Bob" in screen.locator("#queue-list").text_content()
+    for part in ("#live-run", "#queue-list"):  # both inside the first screen
+        box = screen.locator(part).bounding_box()
+        assert box["y"] + box["height"] <= 800 + 1, part
+    # Links keep projector mode; the run page takes it too.
+    assert "present=1" in screen.locator("#live-link").get_attribute("href")
+    screen.wait_for_function("() => document.getElementById('live-chart').data[1].x.length"
+                             " > 0", timeout=120_000)
+    screen.wait_for_function("() => document.getElementById('live-best').textContent"
+                             " !== '–'", timeout=60_000)
+    screen.screenshot(path=str(ARTIFACTS / "present.png"))  # what the room sees: one screen
+    screen.click("#live-link")
+    screen.wait_for_url("**/runs/*present=1*")
+    assert screen.evaluate("document.body.classList.contains('present')")
+    assert not screen.locator(".topbar").is_visible()
+    assert screen.evaluate("window.__xss") is None
+    phone = watched(viewport={"width": 390, "height": 844}, is_mobile=True).page
+    for path in ("/", "/leaderboard", "/class", "/?present=1"):
+        phone.goto(lab.url + path)
+        overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"{path} is {overflow}px wider than a phone screen"
+    for run_id in (waiting, demo):
+        people["Ada"].post(f"{lab.url}/api/runs/{run_id}/cancel", timeout=30)
+    lab.cancel_active()
