@@ -118,7 +118,7 @@
     const live = { runId: null, lastSeq: 0, epochs: null, steps: null, socket: null };
     const topTable = home.querySelector("table.leaderboard");
 
-    function drawLiveChart(epochs) {
+    function drawLiveChart() {
       Plotly.newPlot("live-chart", [
         { x: [], y: [], name: "training photos", mode: "lines+markers",
           line: { color: C.train, width: 3 }, marker: { size: 8 } },
@@ -129,10 +129,9 @@
                               legend: { orientation: "h", x: 0, y: 1, yanchor: "bottom" },
                               yaxis: { title: { text: "accuracy" }, tickformat: ".0%",
                                        range: [0, 1.05], tickvals: [0, 0.25, 0.5, 0.75, 1] },
-                              // Whole epochs only: a tick each for a short run.
+                              // Whole epochs only (see the epoch handler).
                               xaxis: { title: { text: "epoch" }, rangemode: "tozero",
-                                       dtick: epochs && epochs <= 20 ? 1 : null,
-                                       tickformat: "d" } }),
+                                       dtick: 1 } }),
       Object.assign({}, plotConfig, { displayModeBar: false }));
     }
     function setDone(done) {
@@ -154,6 +153,8 @@
         Plotly.extendTraces("live-chart", { x: [[ev.epoch], [ev.epoch]],
                                             y: [[ev.accuracy], [ev.val_accuracy]] }, [0, 1]);
         if (live.epochs) setDone(ev.epoch / live.epochs);
+        // About eight whole-epoch ticks however long the run gets, never 0.5 or 1.5.
+        Plotly.relayout("live-chart", { "xaxis.dtick": Math.max(1, Math.ceil(ev.epoch / 8)) });
       } else if (ev.type === "checkpoint") {
         $("live-best").textContent = pct(ev.val_accuracy);
       } else if (ev.type === "run_finished") {
@@ -176,7 +177,7 @@
     function follow(run) {
       if (live.socket && live.runId) live.socket.emit("leave", { run_id: live.runId });
       Object.assign(live, { runId: run.run_id, lastSeq: 0, epochs: run.epochs, steps: null });
-      drawLiveChart(run.epochs);
+      drawLiveChart();
       setDone(0);
       $("live-epoch").textContent = "–";
       $("live-best").textContent = pct(run.best_val_accuracy);

@@ -53,6 +53,19 @@ def launch(lab: LabStack, who: requests.Session, **config) -> str:
 
 def test_leaderboard_class_view_and_projector_mode(class_lab, watched):
     lab = class_lab
+    w = watched()
+    page = w.page
+    # Before any run: each page says so, and what to do.
+    page.goto(lab.url + "/")
+    page.wait_for_selector("#home-empty:not([hidden])")
+    assert page.locator("#home-empty-title").text_content() == "No runs yet"
+    assert page.locator("#live-none").is_visible() and page.locator("#top-empty").is_visible()
+    assert page.locator("#queue-empty").is_visible()
+    for path, box in (("/leaderboard", "#board-empty"), ("/class", "#class-empty")):
+        page.goto(lab.url + path)
+        page.wait_for_selector(box + ":not([hidden])")
+        assert "No finished runs yet" in page.locator(box).text_content()
+
     people = {name: student(lab, name) for name in STUDENTS}
     # Different settings, so the class view has something to show.
     runs = [launch(lab, people["Ada"]),
@@ -62,8 +75,6 @@ def test_leaderboard_class_view_and_projector_mode(class_lab, watched):
     for run_id in runs:
         lab.wait_status(run_id, "succeeded")
 
-    w = watched()
-    page = w.page
     page.goto(lab.url + "/leaderboard")
     page.wait_for_function(f"({ROWS})() === 3")
     names = page.locator("#leaderboard-page tbody .name").all_text_contents()
@@ -144,6 +155,11 @@ def test_leaderboard_class_view_and_projector_mode(class_lab, watched):
     screen.wait_for_function("() => document.getElementById('live-best').textContent"
                              " !== '–'", timeout=60_000)
     screen.screenshot(path=str(ARTIFACTS / "present.png"))  # what the room sees: one screen
+    page.goto(lab.url + "/")  # the same home page with its chrome, for a look
+    page.wait_for_function("() => document.getElementById('live-text').textContent === 'live'")
+    assert page.locator(".topbar").is_visible() and page.locator("#top-empty").is_hidden()
+    assert page.locator("table.leaderboard tbody tr").count() == 4
+    shot(page, "home")
     screen.click("#live-link")
     screen.wait_for_url("**/runs/*present=1*")
     assert screen.evaluate("document.body.classList.contains('present')")
