@@ -304,8 +304,11 @@
     function dimension(key) {
       const values = rows.map((r) => r[key]);
       if (key === "learning_rate") {
-        return Object.assign({ label: labels[key], values: values.map((v) => Math.log10(v)) },
-                             rateAxis(values));
+        const logs = values.map((v) => Math.log10(v));
+        const dim = Object.assign({ label: labels[key], values: logs }, rateAxis(values));
+        // One rate for every run: an axis around it (Plotly draws none for a zero range).
+        if (Math.min(...logs) === Math.max(...logs)) dim.range = [logs[0] - 1, logs[0] + 1];
+        return dim;
       }
       if (CATEGORICAL.has(key)) {
         const cats = categories(key);

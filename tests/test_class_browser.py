@@ -72,6 +72,13 @@ def test_leaderboard_class_view_and_projector_mode(class_lab, watched):
             launch(lab, people["Ada"], learning_rate=0.003, batch_size=16),
             launch(lab, people["Bob"], image_size=40, schedule="cosine", epochs=2),
             launch(lab, people[HOSTILE], label_smoothing=0.1, learning_rate=0.001)]
+    # One finished run: every axis has a single value, and is still drawn.
+    lab.wait_status(runs[0], "succeeded")
+    page.goto(lab.url + "/class")
+    page.wait_for_function("() => { const el = document.getElementById('class-parcoords');"
+                           " return el.data && el.data[0].dimensions.every("
+                           "d => d.values.length === 1); }")
+    assert page.locator("#class-parcoords .axis").count() >= 9
     for run_id in runs:
         lab.wait_status(run_id, "succeeded")
 
@@ -93,6 +100,12 @@ def test_leaderboard_class_view_and_projector_mode(class_lab, watched):
     page.wait_for_function(f"({ROWS})() === 4", timeout=180_000)
     assert page.evaluate("window.__same_page") is True
     assert "Dee" in page.locator("#leaderboard-page tbody .name").all_text_contents()
+    board = watched().page  # the board on the projector
+    board.goto(lab.url + "/leaderboard?present=1")
+    board.wait_for_function(f"({ROWS})() === 4")
+    assert board.evaluate("document.body.classList.contains('present')")
+    assert not board.locator(".topbar").is_visible()
+    assert "present=1" in board.locator("#leaderboard-page tbody a").first.get_attribute("href")
     page.wait_for_timeout(3000)  # the new row's highlight fades before the screenshot
     shot(page, "leaderboard")
     assert page.evaluate("window.__xss") is None  # the name stayed text
@@ -130,8 +143,8 @@ def test_leaderboard_class_view_and_projector_mode(class_lab, watched):
 
     # Projector mode on the home page: the live run and the queue on one screen, no chrome.
     demo = launch(lab, people["Ada"], **{**ENDLESS, "epochs": 300})
-    waiting = launch(lab, people["Bob"])
     lab.wait_status(demo, "running")
+    waiting = launch(lab, people["Bob"])  # behind the demo: the stack has one worker
     projector = watched(viewport={"width": 1280, "height": 800})
     screen = projector.page
     screen.goto(lab.url + "/?present=1")
