@@ -7,6 +7,7 @@ and in what order. Ranking and wording are the dashboard's (``dashboard/board.py
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from sqlalchemy import func, select
@@ -26,16 +27,44 @@ def _row(row) -> dict[str, Any]:
     return run
 
 
+# The finished runs, read again only when one more finished or one was (un)archived: every
+# open leaderboard and home page polls them, and each run's summary is a whole model card.
+_finished: dict[str, tuple[tuple, list[dict[str, Any]]]] = {}
+_finished_lock = threading.Lock()
+
+
+def _finished_version(conn) -> tuple:
+    """Changes whenever a run succeeds or a succeeded run is archived or brought back."""
+    return tuple(conn.execute(
+        select(func.count(), func.max(runs.c.finished), func.count(runs.c.archived),
+               func.sum(runs.c.archived)).where(runs.c.status == "succeeded")).one())
+
+
 def finished_runs(store: RunStore) -> list[dict[str, Any]]:
     """Every run that trained to the end with a validation accuracy and is not archived,
     first finished first. Cancelled runs are left out: their accuracy is of a shorter run
-    than their settings say."""
+    than their settings say. Each summary keeps only its ``counts`` (photos used).
+
+    The list is shared between callers: read it, do not change it.
+    """
     query = (select(*_COLUMNS)
              .where(runs.c.status == "succeeded", runs.c.archived.is_(None),
                     runs.c.best_val_accuracy.is_not(None))
              .order_by(runs.c.finished, runs.c.id))
     with store.engine.connect() as conn:
-        return [_row(row) for row in conn.execute(query)]
+        version = _finished_version(conn)
+        with _finished_lock:
+            cached = _finished.get(store.url)
+        if cached and cached[0] == version:
+            return cached[1]
+        found = []
+        for row in conn.execute(query):
+            run = _row(row)
+            run["summary"] = {"counts": (run["summary"] or {}).get("counts") or {}}
+            found.append(run)
+    with _finished_lock:
+        _finished[store.url] = (version, found)
+    return found
 
 
 def running_runs(store: RunStore) -> list[dict[str, Any]]:

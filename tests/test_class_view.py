@@ -180,3 +180,24 @@ def test_pages_render_with_nav_and_projector_mode(client, service):
     assert 'class="present"' in run_page and "board.css" in run_page
     nav = client.get("/runs").get_data(as_text=True)
     assert 'href="/leaderboard"' in nav and 'href="/class"' in nav
+
+
+def test_board_follows_archiving_and_new_finishes_though_it_is_cached(client, service):
+    ada = add_run(service, "ada", "Ada", 0.9)
+    add_run(service, "ada", "Ada", 0.8)
+    assert [e["run_id"] for e in board(client)] == [ada]
+    service.store.update_run(ada, archived=time.time())  # an instructor archives her best
+    entries = board(client)
+    assert len(entries) == 1 and entries[0]["accuracy"] == pytest.approx(0.8)
+    service.store.update_run(ada, archived=None)  # and brings it back
+    assert [e["run_id"] for e in board(client)] == [ada]
+    later = add_run(service, "ada", "Ada", 0.95)
+    assert [e["run_id"] for e in board(client)] == [later]
+    assert [r["run_id"] for r in client.get("/api/class").get_json()["runs"]][-1] == later
+    from core import class_view
+
+    # Unchanged, the finished runs are not read (and their model cards parsed) again.
+    store = service.store
+    assert class_view.finished_runs(store) is class_view.finished_runs(store)
+    assert class_view.finished_runs(store)[-1]["summary"] == {
+        "counts": {"train": 400, "val": 100}}  # only what the views need of the card
