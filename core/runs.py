@@ -6,10 +6,17 @@ event that tells viewers of a change is stored with it, in one transaction, numb
 store, and only when the change still applies: a worker whose run was reaped or cancelled
 underneath it learns so at its next event (:class:`RunGone`) and stops.
 
-Which queued run starts next is decided here (:meth:`RunService.claim_next`): first in,
-first out. Each launch puts one "train the next run" task on the queue; whichever worker
-takes a task claims the oldest queued run in one conditional update, so a run is claimed
-once, and a task whose run was cancelled meanwhile simply finds the next one or none.
+Which queued run starts next is decided here (:meth:`RunService.claim_next`): the fair
+order of :mod:`core.queue`. Each launch puts one "train the next run" task on the queue;
+whichever worker takes a task claims the next queued run in one conditional update, so a
+run is claimed once, and a task whose run was cancelled meanwhile simply finds the next one
+or none.
+
+An instructor may pause the queue (:mod:`core.lab_flags`): launches still queue, but a task
+taken while it is paused claims nothing and ends. Resuming sends the tasks the queued runs
+lack (as :meth:`RunService.heal_queue` does for tasks Redis lost) rather than keeping tasks
+back while paused: a Celery message cannot wait on a worker without a worker slot (and its
+prefetch) held or a retry loop that polls, and spare tasks are harmless (they find nothing).
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
-from core.store import RunStore
+from core.lab_flags import LAUNCH_LOCKED, QUEUE_PAUSED, LabFlags
+from core.store import FINISHED, RunStore
 from ml import events
 from ml.events import Body, Event
 from ml.model_io import CARD_FILE, MODEL_FILE, read_card
@@ -59,8 +67,10 @@ class RunService:
     """Lifecycle of runs over one store. One per process; safe to share between threads."""
 
     def __init__(self, store: RunStore, *, models_dir: Path, bus: Bus | None = None,
-                 enqueue: Callable[[], None] | None = None, lost_after_s: float = 60.0):
+                 enqueue: Callable[[], None] | None = None, lost_after_s: float = 60.0,
+                 launch_locked_default: bool = False):
         self.store = store
+        self.flags = LabFlags(store, launch_locked_default=launch_locked_default)
         self.models_dir = Path(models_dir)
         self._bus = bus
         self._enqueue = enqueue
@@ -120,6 +130,8 @@ class RunService:
         A task claims the next queued run, not a given one, so a spare one finds nothing to
         do and a run is never trained twice.
         """
+        if self.flags.queue_paused():
+            return 0  # nothing may start: the tasks are sent when the queue is resumed
         missing = len(self.store.run_ids(status="queued")) - count_waiting()
         if missing > 0 and confirm_after_s:
             sleep(confirm_after_s)
@@ -136,9 +148,12 @@ class RunService:
 
     def claim_next(self, worker: str) -> dict[str, Any] | None:
         """queued → running for the next run in the fair order (``core.queue``); None when
-        nothing is queued. Workers on other machines may claim at the same moment: the
-        conditional update lets one of them have each run, and the other takes the next."""
+        nothing is queued or the queue is paused. Workers on other machines may claim at
+        the same moment: the conditional update lets one of them have each run, and the
+        other takes the next."""
         while True:
+            if self.flags.queue_paused():
+                return None
             queued = list(self.store.queue_positions())  # in order
             if not queued:
                 return None
@@ -209,6 +224,37 @@ class RunService:
 
     def cancel_requested(self, run_id: str) -> bool:
         return self.store.cancel_requested(run_id)
+
+    # -- the instructor's controls ------------------------------------------------------------
+
+    def pause_queue(self, *, by: str | None = None) -> None:
+        """No queued run starts until :meth:`resume_queue`; launches still queue."""
+        self.flags.set(QUEUE_PAUSED, True, by=by)
+        log.info("the queue is paused (by %s)", by or "someone")
+
+    def resume_queue(self, count_waiting: Callable[[], int], *, by: str | None = None) -> int:
+        """Let queued runs start again, in the fair order; how many tasks it sent (those
+        that workers took and dropped while the queue was paused)."""
+        self.flags.set(QUEUE_PAUSED, False, by=by)
+        log.info("the queue is resumed (by %s)", by or "someone")
+        return self.heal_queue(count_waiting)
+
+    def lock_launching(self, locked: bool, *, by: str | None = None) -> None:
+        """Whether launching needs the passcode from now on (over the LAB_LOCK_LAUNCH
+        default)."""
+        self.flags.set(LAUNCH_LOCKED, locked, by=by)
+        log.info("launching is %s (by %s)", "locked" if locked else "open", by or "someone")
+
+    def archive(self, run_id: str, archived: bool = True) -> str:
+        """Hide a finished run from the list and the board, or show it again; never deleted
+        (its page, events and model stay). ``archived``, ``unarchived``, ``active`` (it has
+        not ended: archive it once it has) or ``missing``."""
+        done = self.store.update_run(run_id, where={"status": FINISHED},
+                                     archived=time.time() if archived else None)
+        if done:
+            log.info("run %s %s", run_id, "archived" if archived else "unarchived")
+            return "archived" if archived else "unarchived"
+        return "missing" if self.store.get_run(run_id) is None else "active"
 
     # -- stopping ---------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from typing import Any
 from sqlalchemy import (
     Boolean,
     Column,
+    ColumnElement,
     Float,
     ForeignKey,
     Integer,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    case,
     create_engine,
     event,
     func,
@@ -39,6 +41,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 
 from core.queue import fair_order
 from ml.events import Body, Event, stamp
@@ -47,6 +50,9 @@ log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "cancelled", "failed")
+STATUSES = ACTIVE + FINISHED
+# What the run list sorts by (RunStore.find_runs): launched, started, best accuracy, duration.
+SORTS = ("created", "started", "accuracy", "duration")
 
 metadata = MetaData()
 
@@ -220,17 +226,69 @@ class RunStore:
         return run
 
     def list_runs(self, *, limit: int | None = None) -> list[dict[str, Any]]:
-        """Newest first, with queue positions."""
-        query = select(runs).order_by(runs.c.created.desc())
+        """Every run (archived ones too), newest first, with queue positions."""
+        return self.find_runs(limit=limit, include_archived=True)[0]
+
+    def find_runs(self, *, owner: str | None = None, owner_name: str | None = None,
+                  statuses: tuple[str, ...] | None = None, recipe: str | None = None,
+                  sort: str = "created", descending: bool = True, offset: int = 0,
+                  limit: int | None = None, include_archived: bool = False
+                  ) -> tuple[list[dict[str, Any]], int]:
+        """One page of runs and how many match in all, filtered, sorted and paged in SQL.
+
+        ``owner``: a browser's id; ``owner_name``: the name shown ("" for runs without
+        one); ``sort``: one of SORTS. Runs without the sorted value (not started, no
+        accuracy yet) come last either way; ties go newest first. Archived runs only with
+        ``include_archived``.
+        """
+        if sort not in SORTS:
+            raise ValueError(f"sort must be one of {', '.join(SORTS)}, got {sort!r}")
+        conditions: list[ColumnElement[bool]] = []
+        if owner is not None:
+            conditions.append(runs.c.owner == owner)
+        if owner_name is not None:
+            conditions.append(runs.c.owner_name == owner_name if owner_name
+                              else func.coalesce(runs.c.owner_name, "") == "")
+        if statuses:
+            conditions.append(runs.c.status.in_(statuses))
+        if recipe is not None:
+            conditions.append(runs.c.recipe == recipe)
+        if not include_archived:
+            conditions.append(runs.c.archived.is_(None))
+        key = self._sort_key(sort)
+        query = (select(runs).where(*conditions)
+                 .order_by(key.is_(None), key.desc() if descending else key.asc(),
+                           runs.c.created.desc(), runs.c.id)
+                 .offset(offset))
         if limit:
             query = query.limit(limit)
         with self.engine.connect() as conn:
             found = [_run_dict(row) for row in conn.execute(query)]
+            total = len(found) if not limit and not offset else int(conn.execute(
+                select(func.count()).select_from(runs).where(*conditions)).scalar_one())
         if any(r["status"] == "queued" for r in found):
             positions = self.queue_positions()
             for run in found:
                 run["queue_position"] = positions.get(run["id"])
-        return found
+        return found, total
+
+    @staticmethod
+    def _sort_key(sort: str) -> ColumnElement[Any]:
+        if sort == "duration":
+            # A running run's duration grows until now; a queued one has none.
+            return case((runs.c.started.is_(None), None),
+                        else_=func.coalesce(runs.c.finished, time.time()) - runs.c.started)
+        return {"created": runs.c.created, "started": runs.c.started,
+                "accuracy": runs.c.best_val_accuracy}[sort]
+
+    def owner_names(self, *, include_archived: bool = False) -> list[str]:
+        """The names runs were launched under, A to Z (runs without a name: left out)."""
+        query = (select(runs.c.owner_name).distinct()
+                 .where(runs.c.owner_name.is_not(None), runs.c.owner_name != ""))
+        if not include_archived:
+            query = query.where(runs.c.archived.is_(None))
+        with self.engine.connect() as conn:
+            return sorted(conn.execute(query).scalars(), key=str.casefold)
 
     def queue_positions(self) -> dict[str, int]:
         """Each queued run's place in the fair order (1 = next; see core.queue)."""
@@ -302,6 +360,29 @@ class RunStore:
             found = dict(conn.execute(select(runs.c.id, runs.c.last_seq)
                                       .where(runs.c.id.in_(run_ids))).all())
         return {run_id: int(found.get(run_id) or 0) for run_id in run_ids}
+
+    # -- the lab's switches ------------------------------------------------------------------
+
+    def flags(self) -> dict[str, dict[str, Any]]:
+        """Every switch an instructor has set: name → {value, changed, changed_by}."""
+        with self.engine.connect() as conn:
+            return {row.name: {"value": json.loads(row.value), "changed": row.changed,
+                               "changed_by": row.changed_by}
+                    for row in conn.execute(select(lab_flags))}
+
+    def set_flag(self, name: str, value: Any, *, by: str | None = None) -> None:
+        """Set one switch (an update, or the first insert; two at once: the last one wins)."""
+        values = {"value": json.dumps(value), "changed": time.time(), "changed_by": by}
+        for attempt in (1, 2):
+            try:
+                with self.engine.begin() as conn:
+                    if not conn.execute(update(lab_flags).where(lab_flags.c.name == name)
+                                        .values(**values)).rowcount:
+                        conn.execute(insert(lab_flags).values(name=name, **values))
+                return
+            except IntegrityError:  # another process inserted it first: now it updates
+                if attempt == 2:
+                    raise
 
     def ping(self) -> None:
         """Raise when the database cannot be reached."""

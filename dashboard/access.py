@@ -4,7 +4,8 @@ the instructor, run owners, and the caps on runs.
 Each browser is one person: an id in its signed session, and the name it gives ("Your
 name, shown on your runs"; API callers send ``X-Lab-Name``). With ``LAB_PASSCODE`` set, the
 passcode guards the instructor's actions (cancelling anyone's run, moving a run to the
-front, the dataset download) and, with ``LAB_LOCK_LAUNCH``, launching; watching runs,
+front, pausing the queue, locking launching, archiving, the dataset download) and, while
+launching is locked (``LAB_LOCK_LAUNCH``, or the instructor's switch), launching; watching runs,
 browsing the dataset and predicting never need it. A browser proves it once on
 ``/unlock``; API callers send ``X-Lab-Passcode``. Without a passcode the lab is open.
 """
@@ -26,7 +27,7 @@ from flask import Blueprint, current_app, redirect, render_template, request, se
 
 from core.settings import Settings
 from core.store import ACTIVE
-from dashboard.helpers import lab_settings
+from dashboard.helpers import lab_settings, run_service
 from dashboard.security import safe_next
 
 log = logging.getLogger(__name__)
@@ -215,9 +216,15 @@ def require_passcode(what: str) -> None:
         raise Denied(401, NEEDS.format(what=what))
 
 
+def launch_locked() -> bool:
+    """Whether launching needs the passcode now: the instructor's switch, whose default is
+    LAB_LOCK_LAUNCH (a lab without a passcode never locks anyone out)."""
+    return locked() and run_service().flags.launch_locked()
+
+
 def require_launch_rights() -> None:
-    """Launching needs the passcode only where LAB_LOCK_LAUNCH says so."""
-    if lab_settings().lock_launch:
+    """Launching needs the passcode only while launching is locked."""
+    if launch_locked():
         require_passcode("launching a run")
 
 
@@ -277,8 +284,10 @@ def _safe_next(target: str | None) -> str:
 @bp.app_context_processor
 def _lock_state() -> dict[str, Any]:
     owner_id()  # a browser is someone from its first page on, not from its first launch
+    flags = run_service().flags.state()
     return {"lab_locked": locked(), "lab_unlocked": _session_unlocked(),
-            "lab_locks_launch": lab_settings().lock_launch}
+            "lab_locks_launch": locked() and flags["launch_locked"],
+            "lab_queue_paused": flags["queue_paused"]}
 
 
 @bp.get("/unlock")

@@ -1,5 +1,5 @@
 """The JSON API, every ``/api/...`` route: runs (launch, list, inspect, events, cancel),
-predict, the dataset download, health.
+the instructor's controls (queue, launching, archive), predict, the dataset download, health.
 
 Errors are JSON ``{"error": "one sentence"}`` (plus ``fields`` for a 422), never a page or a
 traceback. Runs change only through the runs service.
@@ -16,7 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from core import downloads
 from core.runs import QueueDown
-from dashboard import access, predict
+from dashboard import access, predict, run_list
 from dashboard.helpers import BadArgument, int_arg, json_error, lab_settings, run_service
 from dashboard.security import CrossSite
 from ml.config import TrainConfig, parse_config
@@ -114,9 +114,14 @@ def create_run():
 
 @bp.get("/runs")
 def list_runs():
-    """Every run, newest first."""
-    return jsonify({"runs": [public(r, history=False)
-                             for r in run_service().store.list_runs()]})
+    """Runs, newest first, filtered, sorted and paged by the query parameters of the Runs
+    tab (``dashboard.run_list``); every run when no ``page`` or ``per_page`` is given."""
+    view, _ = run_list.parse(request.args, mine_default=False, paged=False, lenient=False)
+    if view.archived:
+        access.require_passcode("listing archived runs")
+    found, total = run_list.find(run_service().store, view)
+    return jsonify({"runs": [public(r, history=False) for r in found], "total": total,
+                    "page": view.page, "per_page": view.per_page or max(total, 1)})
 
 
 @bp.get("/runs/<run_id>")
@@ -173,6 +178,86 @@ def run_next(run_id: str):
     if not service.promote(run_id):
         return json_error(409, f"run {run_id} is not waiting in the queue")
     return jsonify({"id": run_id, "run": public(service.store.get_run(run_id))}), 202
+
+
+@bp.post("/runs/<run_id>/archive")
+def archive_run(run_id: str):
+    """Hide a finished run from the list and the board (never deleted; the instructor's)."""
+    return _archive(run_id, True)
+
+
+@bp.post("/runs/<run_id>/unarchive")
+def unarchive_run(run_id: str):
+    """Show an archived run in the list and on the board again (the instructor's)."""
+    return _archive(run_id, False)
+
+
+def _archive(run_id: str, archived: bool):
+    access.require_passcode("archiving runs" if archived else "unarchiving runs")
+    service = run_service()
+    outcome = service.archive(run_id, archived)
+    if outcome == "missing":
+        return json_error(404, f"there is no run {run_id!r}")
+    if outcome == "active":
+        return json_error(409, f"run {run_id} has not ended yet: cancel it or wait for it to "
+                               f"finish, then archive it")
+    return jsonify({"id": run_id, "outcome": outcome,
+                    "run": public(service.store.get_run(run_id) or {})})
+
+
+# -- the lab's switches (the instructor's) ----------------------------------------------------
+
+
+def _by() -> str:
+    return access.display_name() or "the instructor"
+
+
+@bp.get("/lab")
+def lab_state():
+    """The instructor's switches, for pages: queue_paused, launch_locked (and who set them
+    when), and whether this request holds the passcode."""
+    return jsonify({**run_service().flags.state(), "locked": access.locked(),
+                    "instructor": access.is_instructor()})
+
+
+@bp.post("/queue/pause")
+def pause_queue():
+    """Nothing starts until the queue is resumed; launches still queue."""
+    access.require_passcode("pausing the queue")
+    run_service().pause_queue(by=_by())
+    return lab_state()
+
+
+@bp.post("/queue/resume")
+def resume_queue():
+    """Queued runs start again, in the fair order."""
+    from worker.celery_app import waiting_tasks
+
+    access.require_passcode("resuming the queue")
+    try:
+        run_service().resume_queue(waiting_tasks, by=_by())
+    except Exception as exc:  # Redis away: the flag is off; the web's queue check re-sends
+        log.warning("queue resumed, but its tasks could not be sent yet: %s", exc)
+    return lab_state()
+
+
+@bp.post("/launching/lock")
+def lock_launching():
+    """Only passcode holders may launch runs until launching is unlocked."""
+    access.require_passcode("locking launching")
+    if not access.locked():
+        return json_error(409, "this lab has no passcode (LAB_PASSCODE), so launching cannot "
+                               "be locked for everyone but its holders")
+    run_service().lock_launching(True, by=_by())
+    return lab_state()
+
+
+@bp.post("/launching/unlock")
+def unlock_launching():
+    """Everyone may launch runs again (within the caps)."""
+    access.require_passcode("unlocking launching")
+    run_service().lock_launching(False, by=_by())
+    return lab_state()
 
 
 # -- predict ----------------------------------------------------------------------------------

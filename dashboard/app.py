@@ -52,7 +52,8 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     celery_app.configure(settings)
     service = RunService(RunStore(settings.database_url), models_dir=settings.models_dir,
                          bus=Publisher(settings), enqueue=celery_app.queue_training,
-                         lost_after_s=settings.lost_after_s)
+                         lost_after_s=settings.lost_after_s,
+                         launch_locked_default=settings.lock_launch)
     app.extensions["lab_runs"] = service
 
     from dashboard import live

@@ -77,6 +77,9 @@ def train_next(self, run_id: str | None = None) -> dict[str, Any]:
     worker = self.request.hostname or "worker"
     run = service.claim_next(worker)
     if run is None:
+        if service.flags.queue_paused():  # resuming sends the queued runs' tasks again
+            log.info("the queue is paused by the instructor: nothing starts")
+            return {"status": "paused"}
         log.info("nothing queued to train (the runs were cancelled or taken)")
         return {"status": "idle"}
     run_id = run["id"]
