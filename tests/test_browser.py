@@ -382,7 +382,7 @@ def test_runs_tab_overlays_ticked_runs(idle_lab, watched):
     events_read: list[str] = []
     page.route("**/api/runs/*", run_answer)  # /api/runs/<id> only: * stops at a slash
     page.on("request", lambda r: "/events" in r.url and events_read.append(r.url))
-    page.goto(idle_lab.url + "/runs")
+    page.goto(idle_lab.url + "/runs?status=succeeded")  # both on its first page
     for run_id in (with_history, without):
         page.check(f"input[value='{run_id}']")
     page.click("#overlay")
