@@ -284,7 +284,11 @@ def _safe_next(target: str | None) -> str:
 @bp.app_context_processor
 def _lock_state() -> dict[str, Any]:
     owner_id()  # a browser is someone from its first page on, not from its first launch
-    flags = run_service().flags.state()
+    try:
+        flags = run_service().flags.state()
+    except Exception as exc:  # the store is away: the page (an error page, maybe) still renders
+        log.warning("could not read the lab's switches: %s", exc)
+        flags = {"launch_locked": lab_settings().lock_launch, "queue_paused": False}
     return {"lab_locked": locked(), "lab_unlocked": _session_unlocked(),
             "lab_locks_launch": locked() and flags["launch_locked"],
             "lab_queue_paused": flags["queue_paused"]}
