@@ -120,7 +120,8 @@ def home_state() -> dict[str, Any]:
         empty = "all_failed"
     last_failed = class_view.latest_run(store, "failed") if empty == "all_failed" else None
     return {"live": _brief(live) if live else None, "running": len(running),
-            "queue": {"waiting": waiting, "next": [_brief(r) for r in upcoming]},
+            "queue": {"waiting": waiting, "next": [_brief(r) for r in upcoming],
+                      "paused": run_service().flags.queue_paused()},
             "top": leaderboard()[:HOME_TOP], "counts": counts, "empty": empty,
             "last_failed_url": url_for("runs.detail", run_id=last_failed["id"])
             if last_failed else None}

@@ -196,6 +196,7 @@
     function renderQueue(queue) {
       $("queue-count").textContent = queue.waiting ? "· " + queue.waiting + " waiting" : "";
       $("queue-empty").hidden = queue.waiting > 0;
+      $("queue-paused").hidden = !queue.paused;
       const list = $("queue-list");
       list.replaceChildren();
       for (const run of queue.next) {

@@ -135,7 +135,7 @@ def test_class_api_gives_one_row_per_finished_run_with_its_settings(client, serv
 def test_home_state_live_run_queue_and_empty_states(client, service):
     home = client.get("/api/home").get_json()
     assert home["empty"] == "no_runs" and home["live"] is None
-    assert home["queue"] == {"waiting": 0, "next": []} and home["top"] == []
+    assert home["queue"] == {"waiting": 0, "next": [], "paused": False} and home["top"] == []
 
     failed = add_run(service, "ada", "Ada", status="failed")
     home = client.get("/api/home").get_json()
@@ -161,6 +161,9 @@ def test_home_state_live_run_queue_and_empty_states(client, service):
         add_run(service, f"w{n}", f"Winner {n}", 0.5 + n / 20)
     top = client.get("/api/home").get_json()["top"]
     assert [e["name"] for e in top] == [f"Winner {n}" for n in (6, 5, 4, 3, 2)]
+
+    service.flags.set("queue_paused", True, by="the instructor")  # the home page says so
+    assert client.get("/api/home").get_json()["queue"]["paused"] is True
 
 
 def test_pages_render_with_nav_and_projector_mode(client, service):
