@@ -110,9 +110,23 @@ def owner_id(*, create: bool = True) -> str | None:
     return browser
 
 
+# Marks, in a run's ``client``, a launch that came without the session cookie: a script
+# that keeps no cookies is a new browser at every request, so such launches from one
+# address are counted together, as one student's.
+NO_COOKIE = "~"
+
+
+def sent_session_cookie() -> bool:
+    """Whether the request carried the lab's session cookie (a browser, or a script that
+    keeps its cookies)."""
+    return current_app.config["SESSION_COOKIE_NAME"] in request.cookies
+
+
 def client_id() -> str:
-    """``<address>/<browser id>``, stored with a run (the per-address cap counts it)."""
-    return f"{address()}/{owner_id()}"
+    """``<address>/<browser id>``, stored with a run (the per-address cap counts it);
+    ``<address>/~<browser id>`` for a launch without the session cookie."""
+    marker = "" if sent_session_cookie() else NO_COOKIE
+    return f"{address()}/{marker}{owner_id()}"
 
 
 def clean_name(raw: Any) -> str | None:
@@ -263,6 +277,14 @@ def check_caps(store) -> None:
         raise Denied(429, f"you already have {mine} run{'s' * (mine != 1)} queued or "
                           f"training (at most {cap} each); wait for one to finish or cancel "
                           f"one")
+    if cap > 0 and not sent_session_cookie():
+        cookieless = store.count_active(client_prefix=f"{address()}/{NO_COOKIE}")
+        if cookieless >= cap:
+            raise Denied(429, f"launches without the lab's cookie from this address already "
+                              f"have {cookieless} run{'s' * (cookieless != 1)} queued or "
+                              f"training, and count as one person's (at most {cap}); to launch "
+                              f"as yourself, open a page first (GET /) and keep the cookie it "
+                              f"sends (curl -c jar -b jar, or a requests.Session)")
     if settings.max_queued > 0 and store.count_runs(statuses=("queued",)) >= \
             settings.max_queued:
         raise Denied(429, f"the queue is full ({settings.max_queued} runs waiting); try "

@@ -43,6 +43,7 @@ def _student(lab: LabStack, name: str | None, *, passcode: bool = False) -> requ
     if passcode:
         s.headers["X-Lab-Passcode"] = PASSCODE
     s.base = lab.url  # type: ignore[attr-defined]
+    s.get(lab.url + "/", timeout=30)  # a browser opens a page before it launches: its cookie
     return s
 
 
