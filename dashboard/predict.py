@@ -17,7 +17,7 @@ from flask import Blueprint, current_app, render_template
 from werkzeug.datastructures import FileStorage
 
 from core.store import RunStore
-from dashboard.helpers import run_service
+from dashboard.helpers import run_service, sentence
 from dashboard.runs import model_file
 from ml.errors import ImageError, LabError
 
@@ -65,6 +65,56 @@ def usable_runs(store: RunStore) -> list[dict[str, Any]]:
                                        -(r["best_val_accuracy"] or 0)))
 
 
+WEAK_BELOW = 0.6  # a model scoring under this on validation is barely better than a coin
+FEW_VAL_PHOTOS = 20  # a score on fewer photos than this is a test run's, not a measure
+
+
+def is_weak(run: dict[str, Any]) -> bool:
+    """A model worth offering last: a low score, or one measured on a handful of photos."""
+    return (run["best_val_accuracy"] or 0) < WEAK_BELOW or \
+        (run.get("val_photos") or 0) < FEW_VAL_PHOTOS
+
+
+def model_groups(runs: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Predict's model picker: one group per owner (the owner of the surest model first),
+    then the weak and test models, each list in the order ``runs`` ranks them."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    weak: list[dict[str, Any]] = []
+    for run in runs:
+        if is_weak(run):
+            weak.append(run)
+        else:
+            groups.setdefault(f"By {run.get('owner_name') or 'no name'}", []).append(run)
+    found = list(groups.items())
+    if weak:
+        found.append((f"Weak or test models (under {WEAK_BELOW:.0%} or checked on fewer "
+                      f"than {FEW_VAL_PHOTOS} photos)", weak))
+    return found
+
+
+def no_model_reason(store: RunStore) -> str:
+    """Why Predict has no model to offer, in a sentence for the page."""
+    runs = store.list_runs()
+    if not runs:
+        return "No one has trained a model in this lab yet."
+    by_status: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        by_status.setdefault(run["status"], []).append(run)
+    active = len(by_status.get("queued", [])) + len(by_status.get("running", []))
+    finished = by_status.get("succeeded", []) + by_status.get("cancelled", [])
+    if active:
+        return (f"{active} run{'s are' if active != 1 else ' is'} still training or waiting; "
+                "a model is ready here as soon as one finishes.")
+    if finished:
+        return (f"The model files of the {len(finished)} finished run"
+                f"{'s are' if len(finished) != 1 else ' is'} gone from the models folder "
+                "(deleted or moved), so none can answer.")
+    failed = by_status.get("failed", [])
+    last = failed[0].get("error") if failed else None  # newest first
+    text = f"No model is ready: all {len(runs)} run{'s' if len(runs) != 1 else ''} so far failed."
+    return text + (f" The last one said: {sentence(last)}" if last else "")
+
+
 def _loaded(run: dict[str, Any]):
     from ml.model_io import load_model
     from ml.tf_env import import_tensorflow_quietly
@@ -92,8 +142,11 @@ def display_name(filename: str | None) -> str:
 @bp.get("/predict")
 def index():
     """The Predict tab: drop photos, pick a model."""
-    runs = usable_runs(run_service().store)
-    return render_template("predict.html", tab="predict", runs=runs, max_files=MAX_FILES,
+    store = run_service().store
+    runs = usable_runs(store)
+    return render_template("predict.html", tab="predict", runs=runs, groups=model_groups(runs),
+                           no_model=None if runs else no_model_reason(store),
+                           default_id=runs[0]["id"] if runs else None, max_files=MAX_FILES,
                            max_mb=current_app.config["MAX_CONTENT_LENGTH"] // 2**20)
 
 

@@ -78,8 +78,11 @@ def _run_context(run_id: str) -> dict[str, Any]:
     if run is None:
         abort(404, f"There is no run {run_id}. It may have been started on another lab.")
     run["mine"] = access.owns(run)
+    has_model = model_file(run) is not None
     return {"tab": "runs", "run": run, "recipe": RECIPES.get(run["config"].get("recipe")),
-            "has_model": model_file(run) is not None, "can_cancel": access.may_cancel(run),
+            "has_model": has_model, "can_cancel": access.may_cancel(run),
+            # It finished with a model that is no longer there (deleted or moved by hand).
+            "model_missing": bool(run.get("model_path")) and not has_model,
             "misclassified": _misclassified(run)}
 
 
@@ -106,8 +109,10 @@ def download(run_id: str):
 
 @bp.get("/runs/compare")
 def compare():
-    ids = [i for i in request.args.getlist("ids") if i][:MAX_OVERLAY]
-    runs = [r for r in (_store().get_run(i) for i in ids) if r is not None]
-    if not runs:
-        abort(404, "Tick one or more runs in the Runs tab to overlay their curves.")
-    return render_template("compare.html", tab="runs", runs=runs)
+    """Up to MAX_OVERLAY ticked runs' curves on one chart; a page that says why otherwise."""
+    asked = list(dict.fromkeys(i for i in request.args.getlist("ids") if i))
+    runs = [r for r in (_store().get_run(i) for i in asked[:MAX_OVERLAY]) if r is not None]
+    missing = len([i for i in asked[:MAX_OVERLAY] if i not in {r["id"] for r in runs}])
+    return render_template("compare.html", tab="runs", runs=runs, asked=len(asked),
+                           left_out=max(0, len(asked) - MAX_OVERLAY), missing=missing,
+                           max_overlay=MAX_OVERLAY)

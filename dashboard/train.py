@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -10,6 +11,7 @@ from flask import Blueprint, redirect, render_template, request, url_for
 from core.runs import QueueDown
 from dashboard import access
 from dashboard.api import REDIS_DOWN, launch
+from dashboard.filters import learning_rate
 from dashboard.helpers import sentence
 from ml.config import BOUNDS, CHOICES, RECIPE_DEFAULTS, TrainConfig, parse_config
 from ml.errors import ConfigError
@@ -22,43 +24,62 @@ bp = Blueprint("train", __name__)
 class Field:
     name: str
     label: str
-    hint: str
+    hint: str  # in plain words, for someone training their first model
     step: str = "1"
     blank: str = ""  # what an empty box means, for optional fields
     choices: dict[str, str] | None = None  # a drop-down of value -> description
+    details: str = ""  # the same in the trade's words, on a small line under the hint
 
 
 FIELDS = (
-    Field("epochs", "Epochs", "Passes over the training photos; with reduce-on-plateau, "
-          "early stopping may end sooner.", blank="the recipe's"),
-    Field("image_size", "Image size (px)", "Photos are resized to a square of this side.",
-          blank="the recipe's size"),
-    Field("batch_size", "Batch size", "Photos per training step."),
-    Field("learning_rate", "Learning rate", "Adam's starting step size.", step="any",
-          blank="the recipe's rate"),
-    Field("limit", "Photos used", "A stratified sample for quick demos.", blank="all photos"),
-    Field("schedule", "Learning-rate schedule", "Reduce-on-plateau halves the rate when "
-          "validation loss stalls. Cosine and one-cycle (warm up over the first quarter) are "
-          "planned for all the epochs: no early stopping.",
-          choices=CHOICES["schedule"]),
-    Field("label_smoothing", "Label smoothing", "Trains towards 0.05/0.95 instead of 0/1 "
-          "(at 0.1): a less over-confident model.", step="0.01", blank="the recipe's"),
-    Field("weight_decay", "Weight decay", "Above 0, AdamW shrinks the weights a little every "
-          "step, a brake on over-fitting; 0.05 did not help res_cnn, so no recipe uses it.",
-          step="0.01", blank="the recipe's"),
-    Field("precision", "Precision", "Auto picks bfloat16 on CPUs that do it natively (up to "
-          "2x faster) and float16 on GPUs with tensor cores; the saved model is float32 "
-          "either way.",
-          choices=CHOICES["precision"]),
-    Field("val_split", "Validation share", "Held out each run to pick the best epoch.",
-          step="0.01"),
+    Field("epochs", "Epochs", "How many times the model goes through all the training photos. "
+          "It may stop sooner once it stops getting better.", blank="the recipe's",
+          details="With the reduce-on-plateau schedule, early stopping may end the run "
+          "before the last epoch."),
+    Field("image_size", "Image size (px)", "Photos are shrunk to squares this wide: bigger "
+          "shows more detail but trains slower.", blank="the recipe's size"),
+    Field("batch_size", "Batch size", "How many photos the model looks at before each small "
+          "step of learning."),
+    Field("learning_rate", "Learning rate", "How big each step of learning is: too big and "
+          "it jumps about, too small and it learns slowly.", step="any",
+          blank="the recipe's rate", details="Adam's starting step size."),
+    Field("limit", "Photos used", "Use only this many photos, half cats and half dogs, for a "
+          "quick demo. Leave it empty to use all the photos.", blank="all photos",
+          details="A stratified sample of the dataset."),
+    Field("schedule", "Learning-rate schedule", "How the size of the steps changes while "
+          "the model trains.",
+          choices=CHOICES["schedule"],
+          details="Reduce-on-plateau halves the rate when validation loss stalls. Cosine and "
+          "one-cycle (warm up over the first quarter) are planned for all the epochs: no "
+          "early stopping."),
+    Field("label_smoothing", "Label smoothing", "Teaches the model never to be completely "
+          "sure, which often makes it better on new photos.", step="0.01",
+          blank="the recipe's",
+          details="Trains towards 0.05/0.95 instead of 0/1 (at 0.1): a less over-confident "
+          "model."),
+    Field("weight_decay", "Weight decay", "A brake on learning the training photos by heart; "
+          "0 turns it off.", step="0.01", blank="the recipe's",
+          details="Above 0, AdamW shrinks the weights a little every step; 0.05 did not help "
+          "res_cnn, so no recipe uses it."),
+    Field("precision", "Precision", "How exact the sums are while training. Auto picks the "
+          "fastest that is safe on this computer.",
+          choices=CHOICES["precision"],
+          details="Auto picks bfloat16 on CPUs that do it natively (up to 2x faster) and "
+          "float16 on GPUs with tensor cores; the saved model is float32 either way."),
+    Field("val_split", "Validation share", "The share of photos kept back to test the model on "
+          "photos it never learns from.", step="0.01",
+          details="Held out each run; the epoch that scores best on them is kept."),
     Field("early_stopping_patience", "Early-stopping patience",
-          "Epochs without a better validation accuracy before stopping."),
-    Field("lr_factor", "LR reduction factor", "The learning rate is multiplied by this on a "
-          "plateau.", step="0.01"),
-    Field("lr_patience", "LR patience", "Epochs without a lower validation loss before "
-          "reducing the learning rate."),
-    Field("seed", "Seed", "Same seed, same split and same start."),
+          "Stop after this many epochs in a row without a better score on the validation "
+          "photos."),
+    Field("lr_factor", "LR reduction factor", "How much smaller the steps get when learning "
+          "stalls (0.5 halves them).", step="0.01",
+          details="The learning rate is multiplied by this on a plateau."),
+    Field("lr_patience", "LR patience", "How many epochs without improvement before the "
+          "steps get smaller.",
+          details="Epochs without a lower validation loss before reducing the learning rate."),
+    Field("seed", "Seed", "The same seed gives the same photos for validation and the same "
+          "start, so two runs can be compared fairly."),
 )
 OPTIONAL = {"image_size", "learning_rate", "limit"}
 INTS = {f.name for f in fields(TrainConfig) if BOUNDS.get(f.name, (None,))[0] is int}
@@ -85,13 +106,29 @@ def _form_to_config(form) -> tuple[dict[str, Any], dict[str, str]]:
         except ValueError:
             errors[field.name] = f"must be a number, got {raw!r}"
             continue
+        if not math.isfinite(value):  # float() takes "inf" and "nan"
+            errors[field.name] = f"must be a number, got {raw!r}"
+            continue
         data[field.name] = int(value) if field.name in INTS and value.is_integer() else value
     return data, errors
 
 
+def blank_text(field: Field, recipe_name: str | None) -> str:
+    """What an empty box means, with the recipe's number where the recipe has one
+    ("the recipe's rate: 0.001"), so the form never hides what it will use."""
+    recipe = RECIPES.get(recipe_name or "")
+    if recipe is not None and field.name == "learning_rate":
+        return f"{field.blank}: {learning_rate({'recipe': recipe.name})}"
+    if recipe is not None and field.name == "image_size":
+        return f"{field.blank}: {recipe.image_size} px"
+    return field.blank
+
+
 def _render(values: dict[str, Any], errors: dict[str, str] | None = None,
             notice: str | None = None, status: int = 200):
+    recipe_name = values.get("recipe")
     return render_template("train.html", tab="train", fields=FIELDS, bounds=BOUNDS,
+                           blank_text=lambda field: blank_text(field, recipe_name),
                            recipes=RECIPES.values(), values=values, errors=errors or {},
                            notice=notice, recipe_defaults=RECIPE_DEFAULTS,
                            your_name=access.display_name()), status

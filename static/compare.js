@@ -39,13 +39,16 @@
       acc[i] = Object.assign({}, base, { y: eps.map((e) => e.val_accuracy) });
       loss[i] = Object.assign({}, base, { y: eps.map((e) => e.val_loss) });
     }));
-    // Epochs count from 1 here: no batch points start at 0 as on a run's page.
-    const xaxis = () => ({ title: { text: "epoch" } });
+    // Epochs count from 1 here: no batch points start at 0 as on a run's page. Runs with no
+    // epochs yet leave the axes at their fixed empty ranges; with points, x and loss fit them.
+    const any = acc.some((t) => t.x.length);
+    const xaxis = () => any ? { title: { text: "epoch" } } : Lab.epochAxis(1);
+    const lossAxis = Lab.lossAxis("validation loss");
+    if (any) { delete lossAxis.range; lossAxis.autorange = true; }
     Plotly.newPlot("cmp-acc", acc, Lab.layout("validation accuracy", {
-      xaxis: xaxis(), yaxis: { title: { text: "validation accuracy" }, tickformat: ".0%" } }),
-    Lab.plotConfig);
-    Plotly.newPlot("cmp-loss", loss, Lab.layout("validation loss", { xaxis: xaxis() }),
-                   Lab.plotConfig);
+      xaxis: xaxis(), yaxis: Lab.accuracyAxis("validation accuracy") }), Lab.plotConfig);
+    Plotly.newPlot("cmp-loss", loss, Lab.layout("validation loss", {
+      xaxis: xaxis(), yaxis: lossAxis }), Lab.plotConfig);
   }
   draw();
 })();

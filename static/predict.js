@@ -3,6 +3,26 @@
   "use strict";
   const { $, mb } = Lab;
   const drop = $("dropzone"), input = $("photos"), results = $("results");
+  const clear = $("clear-results");
+
+  // A cat's or a dog's face drawn as SVG: emoji need a font many lab machines lack (the dog
+  // drew as an empty box).
+  const FACES = {
+    cat: "M5 10 L4 3 L9 7 Q12 6 15 7 L20 3 L19 10 Q20 18 12 20 Q4 18 5 10 Z",
+    dog: "M6 7 Q2 6 3 13 L6 12 Q6 19 12 20 Q18 19 18 12 L21 13 Q22 6 18 7 Q12 3 6 7 Z",
+  };
+  function face(label) {
+    const ns = "http://www.w3.org/2000/svg";
+    const svg = document.createElementNS(ns, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("class", "icon");
+    svg.setAttribute("aria-hidden", "true");
+    const path = document.createElementNS(ns, "path");
+    path.setAttribute("d", FACES[label]);
+    path.setAttribute("fill", "currentColor");
+    svg.append(path);
+    return svg;
+  }
 
   function card(result, file) {
     const el = document.createElement("figure");
@@ -22,9 +42,9 @@
     img.alt = "Grad-CAM heat-map over " + result.filename;
     img.className = "heatmap";
     const verdict = document.createElement("div");
-    verdict.className = "verdict";
-    verdict.textContent = (result.label === "cat" ? "🐱 Cat" : "🐶 Dog") + " · " +
-      (100 * result.confidence).toFixed(1) + " %";
+    verdict.className = "verdict " + result.label;
+    verdict.append(face(result.label), (result.label === "cat" ? "Cat" : "Dog") + " · " +
+      (100 * result.confidence).toFixed(1) + " % sure");
     const bar = document.createElement("div");
     bar.className = "confidence";
     bar.setAttribute("role", "meter");
@@ -82,12 +102,22 @@
       const batch = document.createDocumentFragment();
       answer.results.forEach((r, i) => batch.append(card(r, files[i])));
       results.prepend(batch);
+      clear.hidden = false;
       $("predict-status").textContent = "Model " + answer.model.run_id + " (" + answer.model.recipe + ")";
     } catch (err) {
       showError(err.message);
     }
   }
 
+  // The drop zone is a button: a click, Enter or Space opens the file chooser.
+  drop.addEventListener("click", () => input.click());
+  clear.addEventListener("click", () => {
+    results.replaceChildren();
+    $("predict-status").textContent = "";
+    $("predict-error").hidden = true;
+    clear.hidden = true;
+    drop.focus();
+  });
   input.addEventListener("change", () => { send(Array.from(input.files)); input.value = ""; });
   ["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => {
     e.preventDefault(); drop.classList.add("over");

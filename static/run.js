@@ -12,23 +12,43 @@
   const points = (name, color) => line(name, color, { mode: "lines+markers",
                                                       marker: { size: 8 } });
 
+  // Fixed axes until the first points come (a queued run's charts are empty), then each
+  // fits its points; accuracy always spans 0-100 %.
+  const startRate = Number(root.dataset.learningRate);
+  const xEmpty = () => Lab.epochAxis(Number(root.dataset.epochs));
   Plotly.newPlot("loss-chart", [
-    line("train loss (batch, running mean)", C.batch),
-    points("train loss (epoch)", C.train),
+    line("training loss (so far this epoch)", C.batch),
+    points("training loss (end of epoch)", C.train),
     points("validation loss", C.val),
-  ], layout("loss"), plotConfig);
+  ], layout("loss", { xaxis: xEmpty(), yaxis: Lab.lossAxis("loss") }), plotConfig);
   Plotly.newPlot("acc-chart", [
-    line("train accuracy (batch, running mean)", C.batchAcc),
-    points("train accuracy (epoch)", C.train),
+    line("training accuracy (so far this epoch)", C.batchAcc),
+    points("training accuracy (end of epoch)", C.train),
     points("validation accuracy", C.val),
-  ], layout("accuracy", { yaxis: { title: { text: "accuracy" }, tickformat: ".0%" } }),
-  plotConfig);
+  ], layout("accuracy", { xaxis: xEmpty(), yaxis: Lab.accuracyAxis("accuracy") }), plotConfig);
   Plotly.newPlot("lr-chart", [
     line("learning rate", C.lr, { line: { color: C.lr, width: 3 } }),
     { x: [], y: [], name: "reduction", mode: "markers", text: [],
       marker: { symbol: "triangle-down", size: 14, color: C.cut }, hoverinfo: "text" },
-  ], layout("learning rate", { yaxis: { title: { text: "learning rate" }, type: "log",
-                                        exponentformat: "e" } }), plotConfig);
+  ], layout("learning rate", { xaxis: xEmpty(),
+                               yaxis: Lab.rateAxis("learning rate", startRate) }), plotConfig);
+  // Once points are drawn: x and loss fit them (once); the rate axis spans its points'
+  // decades, redone as reductions lower the rate.
+  let fitted = false;
+  function fitAxes(newRates) {
+    if (!fitted) {
+      fitted = true;
+      for (const chart of ["loss-chart", "acc-chart", "lr-chart"]) {
+        Plotly.relayout(chart, { "xaxis.autorange": true, "xaxis.rangemode": "tozero" });
+      }
+      Plotly.relayout("loss-chart", { "yaxis.autorange": true });
+    }
+    if (newRates) {
+      const rates = $("lr-chart").data.flatMap((t) => t.y).filter((v) => v > 0);
+      const lo = Math.log10(Math.min(...rates)), hi = Math.log10(Math.max(...rates));
+      Plotly.relayout("lr-chart", { "yaxis.range": [lo - 0.5, hi + 0.5] });
+    }
+  }
 
   // Points wait here and are drawn together once per animation frame.
   const pending = { "loss-chart": [[], [], []], "acc-chart": [[], [], []],
@@ -43,15 +63,21 @@
   function flush() {
     if (frame) cancelAnimationFrame(frame);
     frame = null;
+    let drawn = false, newRates = false;
     for (const [chart, traces] of Object.entries(pending)) {
       const idx = [], xs = [], ys = [];
       traces.forEach((pts, i) => {
         if (pts.length) { idx.push(i); xs.push(pts.map((p) => p[0])); ys.push(pts.map((p) => p[1])); }
       });
-      if (idx.length) Plotly.extendTraces(chart, { x: xs, y: ys }, idx);
+      if (idx.length) {
+        Plotly.extendTraces(chart, { x: xs, y: ys }, idx);
+        drawn = true;
+        newRates = newRates || chart === "lr-chart";
+      }
       traces.forEach((pts) => { pts.length = 0; });
     }
     if (lrText.length) Plotly.restyle("lr-chart", { text: [lrText.slice()] }, [1]);
+    if (drawn) fitAxes(newRates);
   }
 
   // Whether this run decoded the photos for everyone or read them ready (ml/photo_cache.py).
@@ -220,6 +246,8 @@
     if (resultShown) return;
     resultShown = true;
     $("run-result").replaceWith(next);
+    // The result gives the run's one speed, saying what it counts: the live one goes.
+    if (next.querySelector("#summary")) $("stat-speed-box").hidden = true;
     const download = $("download");
     if (download && next.dataset.downloadUrl) {
       download.href = next.dataset.downloadUrl;
