@@ -82,6 +82,9 @@
     el.hidden = false;
   }
 
+  // A learning rate as a plain number, two significant digits: 0.002, 0.00035, 1e-7.
+  const rate = (v) => String(Number(Number(v).toPrecision(2)));
+
   // Bytes as MB of 1,048,576 bytes, as the server counts its limits (MAX_CONTENT_LENGTH // 2**20).
   const mb = (bytes) => (bytes / 1048576).toFixed(1) + " MB";
 
@@ -94,7 +97,7 @@
     return fetch(url, Object.assign({}, options, { method: "POST", headers: headers }));
   }
 
-  window.Lab = Object.freeze({ $: $, showError: showError, mb: mb, colours: colours, post: post,
+  window.Lab = Object.freeze({ $: $, showError: showError, mb: mb, rate: rate, colours: colours, post: post,
                                palette: palette, plotConfig: plotConfig, layout: layout,
                                accuracyAxis: accuracyAxis, lossAxis: lossAxis, epochAxis: epochAxis,
                                rateAxis: rateAxis });

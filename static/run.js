@@ -156,7 +156,7 @@
         (extras.length ? ", " + extras.join(", ") : "") + ".";
       $("device").textContent = deviceText(ev.device) + cacheText(ev.photo_cache);
       $("stat-epoch").textContent = "0 / " + ev.epochs;
-      $("stat-lr").textContent = Number(ev.learning_rate).toExponential(1);
+      $("stat-lr").textContent = Lab.rate(ev.learning_rate);
     },
     batch(ev) {
       const x = ev.epoch - 1 + ev.step / ev.steps;
@@ -167,7 +167,7 @@
       if (state.schedule !== "plateau") {
         // A fixed schedule moves the rate every step: draw its curve, not epoch steps.
         push("lr-chart", 0, x, ev.lr);
-        $("stat-lr").textContent = Number(ev.lr).toExponential(1);
+        $("stat-lr").textContent = Lab.rate(ev.lr);
       }
       setProgress(((ev.epoch - 1) * ev.steps + ev.step) / (state.epochs * ev.steps), ev.ts);
     },
@@ -185,7 +185,7 @@
       if (state.schedule === "plateau") {
         push("lr-chart", 0, ev.epoch - 1, ev.lr);
         push("lr-chart", 0, ev.epoch, ev.lr);
-        $("stat-lr").textContent = Number(ev.lr).toExponential(1);
+        $("stat-lr").textContent = Lab.rate(ev.lr);
       }
       setProgress(ev.epoch / state.epochs, ev.ts);
     },
@@ -195,8 +195,7 @@
     },
     lr_reduced(ev) {
       push("lr-chart", 1, ev.epoch, ev.new_lr);
-      lrText.push("epoch " + ev.epoch + ": " + Number(ev.old_lr).toExponential(1) + " → " +
-                  Number(ev.new_lr).toExponential(1));
+      lrText.push("epoch " + ev.epoch + ": " + Lab.rate(ev.old_lr) + " → " + Lab.rate(ev.new_lr));
     },
     early_stopped(ev) {
       markAllCharts(ev.epoch, "early stop (best: epoch " + ev.best_epoch + ")");

@@ -300,6 +300,8 @@ def test_a_finished_run_page_in_a_browser_one_speed_plain_ticks_legend_clear_of_
     wait_result(phone)
     assert phone.evaluate(OVERLAPS) == []
     _assert_plain_rate_ticks(phone)
+    # The rate the run ended at, as a number (0.01 or 0.005), not "1.0e-2".
+    assert re.fullmatch(r"0\.0*[1-9]\d?", phone.locator("#stat-lr").inner_text())
     assert not phone.locator("#stat-speed-box").is_visible()
     assert phone.locator("main").inner_text().count("photos per second") == 1
     assert re.fullmatch(r"\d+\.\d % on \d+ photos \(best epoch \d+\)",
