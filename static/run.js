@@ -133,9 +133,10 @@
       const el = $(chart);
       const shapes = (el.layout.shapes || []).concat([{ type: "line", xref: "x", yref: "paper",
         x0: x, x1: x, y0: 0, y1: 1, line: { color: C.cut, width: 2, dash: "dash" } }]);
+      // Inside the plot's top edge: above it is the legend's place.
       const annotations = (el.layout.annotations || []).concat([{ x: x, xref: "x", y: 1,
-        yref: "paper", text: label, showarrow: false, yanchor: "bottom",
-        font: { color: C.cut } }]);
+        yref: "paper", text: label, showarrow: false, yanchor: "top", xanchor: "right",
+        bgcolor: "rgba(251, 250, 247, 0.85)", font: { color: C.cut } }]);
       Plotly.relayout(chart, { shapes: shapes, annotations: annotations });
     }
   }
