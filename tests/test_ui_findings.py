@@ -6,17 +6,19 @@ the browser tests drive Chromium against the real stack for what the page script
 
 from __future__ import annotations
 
-from html import unescape
 import re
 import time
 import uuid
+from html import unescape
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ml import events
+from tests import test_browser as browser_tests
 from tests.fixtures.synthetic import photo_bytes
+from tests.lab_stack import ENDLESS, TINY
 
 # -- a store filled by hand -----------------------------------------------------------------
 
@@ -207,8 +209,8 @@ def test_train_form_gives_the_recipes_learning_rate_as_a_number(client):
     default = RECIPES["fast_cnn"].learning_rate
     assert f'placeholder="the recipe&#39;s rate: {default:g}"' in html
     for recipe in RECIPES.values():  # each radio carries its rate for the page script
-        assert re.search(rf'value="{recipe.name}"[^>]*data-learning-rate="{recipe.learning_rate:g}"',
-                         html, re.S)
+        rate = f"{recipe.learning_rate:g}"
+        assert re.search(rf'value="{recipe.name}"[^>]*data-learning-rate="{rate}"', html, re.S)
 
 
 def test_train_help_is_plain_with_the_jargon_on_details_lines(client):
@@ -230,8 +232,9 @@ def test_the_server_refuses_a_photos_used_that_is_not_a_number(client, raw):
 
 # -- in a real browser, on the real stack ----------------------------------------------------
 
-from tests.lab_stack import ENDLESS, TINY  # noqa: E402
-from tests.test_browser import browser, watched, wait_result  # noqa: E402,F401  (fixtures)
+# The browser and its watched pages (no console errors) are test_browser.py's fixtures.
+browser, watched = browser_tests.browser, browser_tests.watched
+wait_result = browser_tests.wait_result
 
 AXES = ("id => { const l = document.getElementById(id).layout;"
         " return { x: l.xaxis.range, y: l.yaxis.range, yType: l.yaxis.type,"
@@ -240,7 +243,8 @@ TICKS = ("id => Array.from(document.querySelectorAll('#' + id + ' .ytick text'))
          ".map(t => t.textContent)")
 # Every chart's legend box against its axis titles' boxes: [chart, title] pairs that overlap.
 OVERLAPS = """() => {
-  const hit = (a, b) => a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+  const hit = (a, b) => a.left < b.right && b.left < a.right &&
+                        a.top < b.bottom && b.top < a.bottom;
   const found = [];
   for (const chart of document.querySelectorAll('.chart')) {
     const legend = chart.querySelector('.legend');
