@@ -14,6 +14,7 @@ from core.store import STATUSES, RunStore
 from dashboard import access, run_list
 from dashboard.helpers import lab_settings, run_service, sentence
 from dashboard.paths import file_inside, photo_rel
+from ml.panel import PANEL_FOLDER
 from ml.recipes import RECIPES
 
 bp = Blueprint("runs", __name__)
@@ -105,6 +106,18 @@ def download(run_id: str):
         abort(404, "This run has no saved model (it did not finish, or it failed).")
     return send_file(path, as_attachment=True, download_name=f"kitten-puppy-{run_id}.keras",
                      mimetype="application/octet-stream")
+
+
+@bp.get("/runs/<run_id>/panel/<int:number>.png")
+def panel_heatmap(run_id: str, number: int):
+    """One Grad-CAM heat-map of the run's panel (ml.panel), from the run's folder."""
+    run = _store().get_run(run_id)
+    model = model_file(run) if run else None
+    path = file_inside(model.parent, f"{PANEL_FOLDER}/{number:02d}.png") if model else None
+    if path is None:
+        abort(404, "This run has no such heat-map (it did not finish, or its files were "
+                   "removed).")
+    return send_file(path, mimetype="image/png", max_age=3600)
 
 
 @bp.get("/runs/compare")

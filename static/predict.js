@@ -73,6 +73,22 @@
   const maxFiles = Number(form.dataset.maxFiles), maxBytes = Number(form.dataset.maxBytes);
   const showError = (message) => Lab.showError("predict-error", message, "predict-status");
 
+  // One model's answer for these photos: {model, results} or a thrown Error with the
+  // lab's sentence.
+  async function judge(modelId, files) {
+    const body = new FormData();
+    body.append("model", modelId);
+    for (const f of files) body.append("photos", f, f.name);
+    const resp = await Lab.post("/api/predict", { body: body });
+    let answer;
+    try { answer = await resp.json(); } catch (err) { answer = {}; }
+    if (!answer.results) {
+      throw new Error(answer.error || "the lab could not read these photos (" + resp.status + ")");
+    }
+    return answer;
+  }
+  const modelName = (model) => "run " + model.run_id + " (" + model.recipe + ")";
+
   async function send(files) {
     if (!files.length) return;
     $("predict-error").hidden = true;
@@ -86,28 +102,90 @@
       return showError("these photos add up to " + mb(total) + "; the lab takes at most " +
                        mb(maxBytes) + " at a time. Send fewer or smaller photos.");
     }
+    const second = $("second-model") ? $("second-model").value : "";
+    const models = [$("model").value].concat(second && second !== $("model").value ? [second] : []);
     $("predict-status").textContent = "Looking at " + files.length + " photo" +
-      (files.length > 1 ? "s" : "") + "…";
-    const body = new FormData();
-    body.append("model", $("model").value);
-    for (const f of files) body.append("photos", f, f.name);
+      (files.length > 1 ? "s" : "") + (models.length > 1 ? " with two models" : "") + "…";
     try {
-      const resp = await Lab.post("/api/predict", { body: body });
-      let answer;
-      try { answer = await resp.json(); } catch (err) { answer = {}; }
-      if (!answer.results) {
-        throw new Error(answer.error || "the lab could not read these photos (" + resp.status + ")");
-      }
-      // Newest batch first, each batch in the order the photos were given.
+      const answers = await Promise.all(models.map((id) => judge(id, files)));
+      // Newest batch first, each batch in the order the photos were given; with two
+      // models, each photo's two verdicts side by side.
       const batch = document.createDocumentFragment();
-      answer.results.forEach((r, i) => batch.append(card(r, files[i])));
+      files.forEach((file, i) => {
+        if (answers.length === 1) { batch.append(card(answers[0].results[i], file)); return; }
+        const pair = document.createElement("div");
+        pair.className = "result-pair";
+        for (const answer of answers) {
+          const one = card(answer.results[i], file);
+          const who = document.createElement("p");
+          who.className = "model-name small";
+          who.textContent = modelName(answer.model);
+          one.prepend(who);
+          pair.append(one);
+        }
+        batch.append(pair);
+      });
       results.prepend(batch);
       clear.hidden = false;
-      $("predict-status").textContent = "Model " + answer.model.run_id + " (" + answer.model.recipe + ")";
+      $("predict-status").textContent = "Model " + answers.map((a) => modelName(a.model))
+        .join(" beside model ");
     } catch (err) {
       showError(err.message);
     }
   }
+
+  // -- photos from the camera and the clipboard: each goes through send(), as an upload --
+  const camera = $("camera"), video = $("camera-video");
+  let stream = null;
+  function closeCamera() {
+    if (stream) stream.getTracks().forEach((t) => t.stop());
+    stream = null;
+    video.srcObject = null;
+    camera.hidden = true;
+  }
+  $("camera-open").addEventListener("click", async () => {
+    if (!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia)) {
+      $("camera-file").click();  // a phone's own camera app, through the file input
+      return;
+    }
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+    } catch (err) {
+      // Refused, or no camera: the file input still offers the system camera on a phone.
+      showError("the camera could not be opened (" + (err.name || "refused") + "); allow the " +
+                "camera for this page, or pick a photo instead.");
+      return;
+    }
+    video.srcObject = stream;
+    camera.hidden = false;
+    $("camera-snap").focus();
+  });
+  $("camera-close").addEventListener("click", closeCamera);
+  $("camera-snap").addEventListener("click", () => {
+    if (!video.videoWidth) return showError("the camera has not shown a picture yet; try again.");
+    const canvas = document.createElement("canvas");
+    canvas.width = video.videoWidth;
+    canvas.height = video.videoHeight;
+    canvas.getContext("2d").drawImage(video, 0, 0);
+    canvas.toBlob((blob) => {
+      closeCamera();
+      if (!blob) return showError("the camera picture could not be taken; try again.");
+      send([new File([blob], "camera.jpg", { type: "image/jpeg" })]);
+    }, "image/jpeg", 0.92);
+  });
+  $("camera-file").addEventListener("change", (e) => {
+    send(Array.from(e.target.files));
+    e.target.value = "";
+  });
+  document.addEventListener("paste", (e) => {
+    const items = Array.from((e.clipboardData && e.clipboardData.items) || []);
+    const files = items.filter((it) => it.kind === "file").map((it) => it.getAsFile())
+      .filter(Boolean).map((f, i) => (f.name && f.name !== "image.png") ? f
+        : new File([f], "pasted-" + (i + 1) + "." + ((f.type.split("/")[1] || "png")), { type: f.type }));
+    if (!files.length) return;  // text pasted into a box: not ours
+    e.preventDefault();
+    send(files);
+  });
 
   // The drop zone is a button: a click, Enter or Space opens the file chooser.
   drop.addEventListener("click", () => input.click());

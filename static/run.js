@@ -266,6 +266,8 @@
     state.lastSeq = ev.seq;
     const handle = handlers[ev.type];
     if (handle) handle(ev);
+    // The page's other views of the run (static/panel.js) take the same events.
+    document.dispatchEvent(new CustomEvent("lab:run-event", { detail: ev }));
   }
 
   function liveState(on, text) {
