@@ -87,6 +87,16 @@
     }
     return answer;
   }
+  // The second picker offers the same models as the first (the page lists them once).
+  const secondPicker = $("second-model");
+  if (secondPicker) {
+    for (const group of $("model").querySelectorAll("optgroup")) {
+      const copy = group.cloneNode(true);
+      for (const option of copy.querySelectorAll("option")) option.selected = false;
+      secondPicker.append(copy);
+    }
+    secondPicker.value = "";
+  }
   const modelName = (model) => "run " + model.run_id + " (" + model.recipe + ")";
 
   async function send(files) {

@@ -168,7 +168,7 @@ def test_choosing_a_recipe_fills_its_settings_and_the_run_follows_its_schedule(
     page.wait_for_url("**/runs/*")
     wait_result(page)
     page.click("summary:has-text('Settings of this run')")
-    config = page.locator("details dl").inner_text()
+    config = page.locator("#run-settings dl").inner_text()
     assert "one_cycle" in config and "sprint_cnn" in config and "float32" in config
     # The rate chart traces the schedule step by step (it rises through the warm-up, then
     # falls), and a fixed schedule shows no plateau cuts.
