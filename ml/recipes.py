@@ -259,13 +259,35 @@ CONFUSION_CELLS = (("cm_dog_dog", 0, 0), ("cm_dog_cat", 0, 1), ("cm_cat_dog", 1,
 
 
 def confusion_metrics() -> list[Any]:
-    """Keras metrics counting each cell of the confusion matrix at the 0.5 threshold."""
-    import keras
+    """Keras metrics counting each cell of the confusion matrix at the 0.5 threshold.
 
-    kinds = {(0, 0): keras.metrics.TrueNegatives, (0, 1): keras.metrics.FalsePositives,
-             (1, 0): keras.metrics.FalseNegatives, (1, 1): keras.metrics.TruePositives}
-    return [kinds[(truth, guess)](thresholds=0.5, name=name)
-            for name, truth, guess in CONFUSION_CELLS]
+    Four sums of a comparison per batch: Keras's own TruePositives & co. run their general
+    threshold machinery on every training step, which cost the default recipe's epoch
+    several per cent (bench/panel_cost.py).
+    """
+    import keras
+    from keras import ops
+
+    class ConfusionCell(keras.metrics.Metric):
+        def __init__(self, truth: int, guess: int, name: str, **kwargs: Any):
+            super().__init__(name=name, **kwargs)
+            self.truth, self.guess = truth, guess
+            self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            truth = ops.reshape(ops.cast(y_true, "float32") >= 0.5, (-1,))
+            guess = ops.reshape(ops.cast(y_pred, "float32") >= 0.5, (-1,))
+            hit = ops.logical_and(ops.equal(truth, bool(self.truth)),
+                                  ops.equal(guess, bool(self.guess)))
+            self.count.assign_add(ops.sum(ops.cast(hit, "float32")))
+
+        def result(self):
+            return self.count
+
+        def get_config(self):
+            return {**super().get_config(), "truth": self.truth, "guess": self.guess}
+
+    return [ConfusionCell(truth, guess, name) for name, truth, guess in CONFUSION_CELLS]
 
 
 def confusion_from_logs(logs: dict[str, Any], prefix: str = "val_") -> list[list[int]] | None:
