@@ -10,8 +10,12 @@ from __future__ import annotations
 import pytest
 import requests
 
+import tests.test_browser as browser_tests
 from tests.lab_stack import ENDLESS, TINY, LabStack
-from tests.test_browser import ARTIFACTS, Watched, browser, shot  # noqa: F401 (fixture)
+from tests.test_browser import ARTIFACTS, shot
+
+# The browser and its watched pages (no console errors) are test_browser.py's fixtures.
+browser, watched = browser_tests.browser, browser_tests.watched
 
 HOSTILE = '<img src=x onerror="window.__xss=1">'
 # Four people, each a browser of their own (its own session cookie) with a name.
@@ -24,19 +28,6 @@ def class_lab(tiny_dataset, tmp_path_factory):
     stack = LabStack(tmp_path_factory.mktemp("class-lab"), tiny_dataset).start()
     yield stack
     stack.stop()
-
-
-@pytest.fixture
-def watched(browser):  # noqa: F811 (the imported fixture)
-    pages: list[Watched] = []
-
-    def make(**kw) -> Watched:
-        pages.append(Watched(browser, **kw))
-        return pages[-1]
-
-    yield make
-    for page in pages:
-        page.close()
 
 
 def student(lab: LabStack, name: str) -> requests.Session:
