@@ -424,6 +424,9 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
     # The best epoch's weights are in the model now, so its checkpoint is needed only to
     # resume: when the disk is too full for model.keras or the card, it makes room.
     spare = [checkpoint_path, checkpoint_path.with_name(BEST_FILE)]
+    # model.keras must load in any Keras, compiled or not: its config names only Keras's
+    # own metrics, not the lab's confusion counts (which only the training needed).
+    model.compile(optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"])
     write_making_room(model_path, model.save, spare, out)
     try:
         write_making_room(out / CARD_FILE, lambda path: _dump_json(path, card), spare, out)

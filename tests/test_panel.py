@@ -131,3 +131,18 @@ def test_a_run_made_to_overfit_says_so_in_its_epoch_events(tmp_path):
     assert insights, [(e["epoch"], e["accuracy"], e["val_accuracy"], e["loss"], e["val_loss"])
                       for e in events if e["type"] == "epoch"]
     assert all(text.startswith(f"Overfitting from epoch {n}") for n, text in insights)
+
+
+def test_the_saved_model_loads_in_plain_keras_compiled(tiny_dataset, tmp_path):
+    # The lab's confusion counts are for training only: a downloaded model.keras must load
+    # in a Keras that has never seen this code, compiled as saved.
+    import subprocess
+    import sys
+
+    _run(tiny_dataset, tmp_path, epochs=1)
+    code = ("import sys, keras; m = keras.models.load_model(sys.argv[1]);"
+            "print(type(m.optimizer).__name__)")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "model.keras")],
+                          capture_output=True, text=True, timeout=300, cwd="/")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] in ("Adam", "AdamW")
