@@ -338,6 +338,10 @@ def test_predict_upload_by_keyboard_alone_then_clear_results(idle_lab, watched, 
     photo = tmp_path / "rex.jpg"
     photo.write_bytes(photo_bytes("dog", size=120, seed=3))
     page = watched().page
+    # Playwright turns on catching file choosers when the first listener is added, and
+    # asynchronously: added only as the key is pressed, it missed the chooser about half
+    # the time (the page had opened it: its click reached the file input).
+    page.on("filechooser", lambda chooser: None)
     page.goto(idle_lab.url + "/predict")
     page.locator("h1").click()  # start from the page, then only the keyboard
     for _ in range(40):
