@@ -44,11 +44,9 @@ class Panel:
         images: list[np.ndarray] = []
         kept: list[int] = []
         if photos is not None:
-            rows, _ = photos.select(df)
-            decoded = set(rows.tolist())
             for i, path in enumerate(paths):
                 row = photos.rows[Path(path).relative_to(photos.root).as_posix()]
-                if row in decoded:
+                if photos.decoded[row]:  # photos that did not decode are left out
                     images.append(np.asarray(photos.images[row]))
                     kept.append(i)
         else:

@@ -386,7 +386,6 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
     # wrong, for the Runs tab.
     validation = evaluate_frame(model, image_size, val_df, cfg.batch_size,
                                 max_misclassified=MAX_MISCLASSIFIED, photos=photos)
-    out.mkdir(parents=True, exist_ok=True)
     explained = panel.explain(model, image_size, out)  # where the kept model looked
     model_path = out / MODEL_FILE
     status = "cancelled" if progress.cancelled else "succeeded"
