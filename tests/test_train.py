@@ -298,3 +298,49 @@ def test_weight_decay_reaches_the_run(tiny_dataset, tmp_path):
     optimizer = keras.models.load_model(tmp_path / "model.keras").optimizer
     assert type(optimizer).__name__ == "AdamW"
     assert float(keras.ops.convert_to_numpy(optimizer.weight_decay)) == pytest.approx(0.05)
+
+
+def test_the_training_step_is_traced_once(tiny_dataset, tmp_path, monkeypatch):
+    """Optimizer and metric variables exist before fit, so TensorFlow traces the step once.
+
+    Created during the first trace, they make TensorFlow trace it again, which doubled the
+    wait for a run's first batch.
+    """
+    import keras
+
+    traces = []
+    train_step = keras.Model.train_step
+
+    def counting_train_step(self, data):
+        traces.append(len(self.optimizer.variables))
+        return train_step(self, data)
+
+    monkeypatch.setattr(keras.Model, "train_step", counting_train_step)
+    summary, _ = collect({**FAST, "epochs": 1}, tiny_dataset, tmp_path)
+    assert summary["status"] == "succeeded"
+    assert len(traces) == 1 and traces[0] > 1  # the optimizer's slots were already there
+
+
+def test_the_collector_is_held_off_only_until_the_first_step(tiny_dataset, tmp_path):
+    """Off while the model is built and traced (quicker first batch), on while it trains."""
+    import gc
+
+    at_start, while_training = [], []
+
+    def on_event(event):
+        if event["type"] == "run_started":
+            at_start.append(gc.isenabled())
+
+    def should_stop():  # polled after every batch
+        while_training.append(gc.isenabled())
+        return False
+
+    assert gc.isenabled()
+    summary = train({**FAST, "epochs": 1}, tiny_dataset, tmp_path, on_event=on_event,
+                    should_stop=should_stop, run_id="r1")
+    assert summary["status"] == "succeeded"
+    assert at_start == [False] and while_training and all(while_training)
+    assert gc.isenabled()
+    with pytest.raises(DatasetError):  # a run that fails before its first step
+        train(FAST, tmp_path / "missing", tmp_path / "out2", run_id="r2")
+    assert gc.isenabled()
