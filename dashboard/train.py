@@ -61,6 +61,13 @@ FIELDS = (
           "0 turns it off.", step="0.01", blank="the recipe's",
           details="Above 0, AdamW shrinks the weights a little every step; 0.05 did not help "
           "res_cnn, so no recipe uses it."),
+    Field("small_image_size", "Small images first (px)", "Train the first epochs on "
+          "smaller photos, which is quicker, then finish at the full image size.",
+          blank="off: the full size throughout",
+          details="Progressive resizing; needs a cosine or one-cycle schedule and a recipe "
+          "that takes any size (not seed_cnn or mobilenet_v2)."),
+    Field("small_epochs", "Epochs on small images", "How many of the epochs use the small "
+          "photos.", blank="the recipe's"),
     Field("precision", "Precision", "How exact the sums are while training. Auto picks the "
           "fastest that is safe on this computer.",
           choices=CHOICES["precision"],
@@ -81,7 +88,7 @@ FIELDS = (
     Field("seed", "Seed", "The same seed gives the same photos for validation and the same "
           "start, so two runs can be compared fairly."),
 )
-OPTIONAL = {"image_size", "learning_rate", "limit"}
+OPTIONAL = {"image_size", "learning_rate", "limit", "small_image_size"}
 INTS = {f.name for f in fields(TrainConfig) if BOUNDS.get(f.name, (None,))[0] is int}
 
 

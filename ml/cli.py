@@ -54,9 +54,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    keys = ("recipe", "epochs", "image_size", "batch_size", "learning_rate", "augment",
-            "val_split", "early_stopping_patience", "lr_factor", "lr_patience", "limit", "seed",
-            "schedule", "label_smoothing", "weight_decay", "precision")
+    from dataclasses import fields
+
+    from ml.config import TrainConfig
+
+    # Every config key is a long option of `train` (tests/test_cli.py checks it).
+    keys = [f.name for f in fields(TrainConfig)]
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
 
 
@@ -212,6 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--weight-decay", type=float, help="above 0: AdamW with this decay")
     p.add_argument("--precision", choices=list(PRECISIONS))
+    p.add_argument("--small-image-size", type=int,
+                   help="progressive resizing: train the first epochs on photos this size")
+    p.add_argument("--small-epochs", type=int, help="how many epochs use the small photos")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--progress", action="store_true", help="progress bar even when not a tty")
     p.add_argument("--photo-cache", metavar="DIR",

@@ -34,6 +34,10 @@ class TrainConfig:
     label_smoothing: float = 0.0
     weight_decay: float = 0.0  # decoupled (AdamW) when above 0; plain Adam at 0
     precision: str = "auto"  # see PRECISIONS
+    # Progressive resizing: the first `small_epochs` epochs train on photos of
+    # `small_image_size` px (cheaper), the rest at the full size. None: full size throughout.
+    small_image_size: int | None = None
+    small_epochs: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a plain dict (JSON-serialisable)."""
@@ -55,7 +59,8 @@ PRECISIONS = {
     "float16": "float16 (mixed, for GPUs with tensor cores)",
 }
 # Settings a recipe supplies when the caller leaves them out (see ml.recipes.Recipe).
-RECIPE_DEFAULTS = ("epochs", "schedule", "label_smoothing", "weight_decay")
+RECIPE_DEFAULTS = ("epochs", "schedule", "label_smoothing", "weight_decay", "small_image_size",
+                   "small_epochs")
 
 # (type, min, max); None bounds are open. Integers must be integers, not 3.5.
 BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
@@ -71,6 +76,8 @@ BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
     "seed": (int, 0, 2**31 - 1),
     "label_smoothing": (float, 0.0, 0.4),
     "weight_decay": (float, 0.0, 0.5),
+    "small_image_size": (int, 32, 512),
+    "small_epochs": (int, 0, 499),
 }
 CHOICES: dict[str, dict[str, str]] = {"schedule": SCHEDULES, "precision": PRECISIONS}
 
@@ -109,7 +116,7 @@ def parse_config(data: dict[str, Any] | None) -> TrainConfig:
         if key not in known:
             errors[key] = "unknown setting"
             continue
-        if value is None and key in ("image_size", "learning_rate", "limit"):
+        if value is None and key in ("image_size", "learning_rate", "limit", "small_image_size"):
             values[key] = None
             continue
         if key == "recipe":
@@ -141,7 +148,55 @@ def parse_config(data: dict[str, Any] | None) -> TrainConfig:
                                 f"got {size}")
     if errors:
         raise ConfigError(errors)
+    given = set(values)
     if recipe:
         for key in RECIPE_DEFAULTS:
             values.setdefault(key, getattr(recipe, key))
+    _check_small_images(values, given, recipe, errors)
+    if errors:
+        raise ConfigError(errors)
     return TrainConfig(**values)
+
+
+def _check_small_images(values: dict[str, Any], given: set[str], recipe: Any,
+                        errors: dict[str, str]) -> None:
+    """Progressive resizing's two settings against each other, the epochs and the recipe.
+
+    A recipe's own progressive resizing that no longer fits what the person chose (fewer
+    epochs, a smaller image size, reduce on plateau) is fitted to it or turned off: it was
+    not their choice. Settings they chose that do not fit are errors.
+    """
+    small = values.get("small_image_size")
+    epochs = values.get("epochs", TrainConfig.epochs)
+    small_epochs = values.get("small_epochs", 0)
+    if small is None:
+        values["small_epochs"] = 0
+        if small_epochs and "small_epochs" in given:
+            errors["small_epochs"] = "needs a small image size: set both, or neither"
+        return
+    full = values.get("image_size") or (recipe.image_size if recipe else None)
+    problem = None
+    if recipe is not None and not recipe.any_size:
+        problem = (f"{recipe.name} takes one image size only; progressive resizing needs a "
+                   "recipe that takes any size")
+    elif recipe is not None and small < recipe.min_image_size:
+        problem = f"{recipe.name} needs at least {recipe.min_image_size} pixels, got {small}"
+    elif full is not None and small >= full:
+        problem = f"must be smaller than the image size ({full} px)"
+    elif values.get("schedule", TrainConfig.schedule) == "plateau":
+        problem = ("needs a fixed schedule (cosine or one-cycle): reduce on plateau may stop "
+                   "the run before the full-size epochs")
+    if "small_epochs" not in given and small_epochs >= epochs:
+        small_epochs = values["small_epochs"] = epochs // 2
+    if problem is not None or small_epochs == 0:
+        if "small_image_size" in given:
+            if problem is not None:
+                errors["small_image_size"] = problem
+            else:
+                errors["small_epochs"] = "must be at least 1 to train on small images first"
+            return
+        values["small_image_size"], values["small_epochs"] = None, 0  # the recipe's: off
+        return
+    if not 1 <= small_epochs < epochs:
+        errors["small_epochs"] = (f"must be between 1 and {epochs - 1} (fewer than the "
+                                  f"{epochs} epochs), got {small_epochs}")

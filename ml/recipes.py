@@ -36,6 +36,11 @@ class Recipe:
     schedule: str = "plateau"
     label_smoothing: float = 0.0
     weight_decay: float = 0.0
+    small_image_size: int | None = None  # progressive resizing, see ml.config.TrainConfig
+    small_epochs: int = 0
+    # Global pooling before the head: the same weights take photos of any size, which
+    # progressive resizing needs.
+    any_size: bool = False
 
 
 def _augmentation(x):
@@ -47,8 +52,10 @@ def _augmentation(x):
     return layers.RandomZoom((-0.12, 0.12), fill_mode="reflect", name="aug_zoom")(x)
 
 
-def _inputs(image_size: int, augment: bool, scale: float = 1.0 / 255, offset: float = 0.0):
-    """The image input, augmentation when asked, and scaling of 0..255 pixels."""
+def _inputs(image_size: int | None, augment: bool, scale: float = 1.0 / 255,
+            offset: float = 0.0):
+    """The image input (of any size when ``image_size`` is None), augmentation when asked,
+    and scaling of 0..255 pixels."""
     import keras
     from keras import layers
 
@@ -86,7 +93,7 @@ def _conv_bn(x, filters: int, strides: int = 1, name: str | None = None):
     return layers.Activation("relu", name=name and f"{name}_relu")(x)
 
 
-def build_fast_cnn(image_size: int, augment: bool, **_: Any):
+def build_fast_cnn(image_size: int | None, augment: bool, **_: Any):
     """The default from-scratch net, shaped for a 2-core CPU.
 
     A stride-2 stem halves the image before any wide convolution (most of a CNN's cost sits
@@ -129,7 +136,7 @@ def _res_block(x, filters: int, strides: int, name: str):
     return layers.Activation("relu", name=f"{name}_out")(y)
 
 
-def build_res_cnn(image_size: int, augment: bool, **_: Any):
+def build_res_cnn(image_size: int | None, augment: bool, **_: Any):
     """The best-from-scratch net: a small ResNet (four stages, 64 to 384 channels).
 
     The same cheap stride-2 stem as fast_cnn, then one residual block per stage, each stage
@@ -227,16 +234,24 @@ RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
         Recipe("fast_cnn", "the default: a small BatchNorm CNN, 93 % on unseen photos after "
-               "about 40 min on a 2-core CPU", 128, 2e-3, build_fast_cnn),
+               "about 40 min on a 2-core CPU", 128, 2e-3, build_fast_cnn, any_size=True),
         # The same net at 96 px with a one-cycle schedule: measured in bench/accuracy.py.
         Recipe("sprint_cnn", "10-minute sprint: the fast_cnn net at 96 px with a one-cycle "
                "schedule, past 90 % on unseen photos within 10 min on 2 CPU cores with "
                "bfloat16",
-               96, 4e-3, build_fast_cnn, epochs=12, schedule="one_cycle", label_smoothing=0.1),
+               96, 4e-3, build_fast_cnn, epochs=12, schedule="one_cycle", label_smoothing=0.1,
+               any_size=True),
+        # fast_cnn again, its first epochs on 64 px photos: measured in bench/accuracy.py.
+        Recipe("flash_cnn", "5-minute demo: sprint_cnn's net and schedule, its first 8 epochs on "
+               "small 64 px photos; 90-92 % on unseen photos in 4.3-4.7 min on 2 CPU cores "
+               "with bfloat16",
+               96, 4e-3, build_fast_cnn, epochs=12, schedule="one_cycle", label_smoothing=0.1,
+               small_image_size=64, small_epochs=8, any_size=True),
         # 160 px, 42 epochs: 96.2 % held-out in bench/accuracy.py (95.3 % at 128 px, 60 epochs).
         Recipe("res_cnn", "best from scratch: a small ResNet at 160 px, 96 % on unseen photos "
                "after 42 epochs (about 2.3 h on a 2-core CPU: leave it in the background)", 160,
-               3e-3, build_res_cnn, epochs=42, schedule="one_cycle", label_smoothing=0.1),
+               3e-3, build_res_cnn, epochs=42, schedule="one_cycle", label_smoothing=0.1,
+               any_size=True),
         Recipe("seed_cnn", "the original notebook's CNN: 4 conv blocks, Flatten, Dense",
                128, 1e-3, build_seed_cnn, min_image_size=48),
         Recipe("mobilenet_v2", "transfer learning from ImageNet (downloads weights; "
@@ -300,8 +315,11 @@ def confusion_from_logs(logs: dict[str, Any], prefix: str = "val_") -> list[list
 
 def build_model(name: str, image_size: int, augment: bool = True,
                 learning_rate: Any = 1e-3, label_smoothing: float = 0.0,
-                weight_decay: float = 0.0, **kwargs: Any):
+                weight_decay: float = 0.0, any_size: bool = False, **kwargs: Any):
     """Build and compile a recipe's model (binary cross-entropy, Adam or AdamW, accuracy).
+
+    With ``any_size`` (recipes that allow it) the model takes photos of any size, as
+    progressive resizing trains it; its training state is still built at ``image_size``.
 
     ``learning_rate`` is a number or a Keras learning-rate schedule. A ``weight_decay``
     above 0 makes it AdamW: each step shrinks the weights by ``lr * weight_decay``, apart
@@ -309,7 +327,10 @@ def build_model(name: str, image_size: int, augment: bool = True,
     """
     import keras
 
-    model = get_recipe(name).build(image_size, augment, **kwargs)
+    recipe = get_recipe(name)
+    if any_size and not recipe.any_size:
+        raise ModelError(f"{name} takes one image size only")
+    model = recipe.build(None if any_size else image_size, augment, **kwargs)
     if weight_decay > 0:
         optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay)
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])

@@ -31,7 +31,7 @@ from ml.disk import (
     write_files,
     write_making_room,
 )
-from ml.errors import DatasetError, DiskFullError, LabError
+from ml.errors import ConfigError, DatasetError, DiskFullError, LabError
 from ml.events import BATCH_EVENTS_PER_S, EventHandler, EventSink, LocalLog
 from ml.insights import overfitting
 from ml.model_io import CARD_FILE, MODEL_FILE
@@ -221,14 +221,15 @@ def learning_rate_schedule(schedule: str, learning_rate: float, total_steps: int
 
 
 def _build(cfg: TrainConfig, image_size: int, learning_rate: Any, precision: str,
-           pretrained: bool):
+           pretrained: bool, any_size: bool = False):
     """The compiled model, its layers built under the run's precision policy."""
     from ml.tf_env import precision_policy
 
     with precision_policy(precision):
         return build_model(cfg.recipe, image_size, augment=cfg.augment,
                            learning_rate=learning_rate, label_smoothing=cfg.label_smoothing,
-                           weight_decay=cfg.weight_decay, pretrained=pretrained)
+                           weight_decay=cfg.weight_decay, pretrained=pretrained,
+                           any_size=any_size)
 
 
 def _dump_json(path: Path, data: dict[str, Any]) -> None:
@@ -288,6 +289,10 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
     recipe = get_recipe(cfg.recipe)
     image_size = cfg.image_size or recipe.image_size
     learning_rate = cfg.learning_rate or recipe.learning_rate
+    small_size = cfg.small_image_size if cfg.small_epochs else None
+    if small_size is not None and resume_dir is not None:
+        # Keras's backup knows one fit, and progressive resizing fits twice.
+        raise ConfigError({"small_image_size": "a run that can be resumed trains at one size"})
 
     result = scan(data_dir)
     require_photos(result, minimum_per_class=2)
@@ -306,24 +311,34 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
 
     share_gpus()  # memory as needed, not all of it: other runs may share the GPU
 
-    photos = None
+    photos = small_photos = None
     if photo_cache_dir is not None:
         from ml.photo_cache import open_photo_cache
         from ml.pipeline import decode_many
 
         photos = open_photo_cache(result.images, result.root, image_size, Path(photo_cache_dir),
                                   decode=decode_many)
+        if small_size is not None:
+            small_photos = open_photo_cache(result.images, result.root, small_size,
+                                            Path(photo_cache_dir), decode=decode_many)
     keras.backend.clear_session()  # a worker process trains many runs: start each afresh
     keras.utils.set_random_seed(cfg.seed)
     train_ds = make_dataset(train_df, image_size, cfg.batch_size, shuffle=True, seed=cfg.seed,
                             photos=photos)
     val_ds = make_dataset(val_df, image_size, cfg.batch_size, shuffle=False, photos=photos)
+    # (the photos to train on, the epoch to train until): validation is always at the full
+    # size, so every epoch's score is the kept model's as it will be used
+    phases = [(train_ds, cfg.epochs)]
+    if small_size is not None:
+        small_ds = make_dataset(train_df, small_size, cfg.batch_size, shuffle=True,
+                                seed=cfg.seed, photos=small_photos)
+        phases.insert(0, (small_ds, cfg.small_epochs))
     steps = math.ceil(len(train_df) / cfg.batch_size)
     panel = Panel(choose_panel(val_df, seed=cfg.seed), result.root, image_size, photos)
     precision = resolve_precision(cfg.precision)
     model = _build(cfg, image_size,
                    learning_rate_schedule(cfg.schedule, learning_rate, steps * cfg.epochs),
-                   precision, pretrained)
+                   precision, pretrained, any_size=small_size is not None)
     # Before anything is written: a run the disk cannot hold fails now, not hours later.
     check_free_space(disk_needed(model, out, None if resume_dir is None else Path(resume_dir),
                                  checkpoint_file=CHECKPOINT_FILE, backup_file=BACKUP_FILE), out)
@@ -375,9 +390,15 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
         backup_failed = False
         try:
-            model.fit(train_ds, validation_data=val_ds, epochs=cfg.epochs,
-                      callbacks=[*callbacks, progress], verbose=0,
-                      shuffle=False)  # the dataset shuffles itself
+            first_epoch = 0
+            for photos_ds, until_epoch in phases:
+                # One fit per image size; the optimizer (its step, so the schedule) carries on.
+                model.fit(photos_ds, validation_data=val_ds, epochs=until_epoch,
+                          initial_epoch=first_epoch, callbacks=[*callbacks, progress],
+                          verbose=0, shuffle=False)  # the dataset shuffles itself
+                first_epoch = until_epoch
+                if progress.cancelled or progress.unsaved is not None:
+                    break
         except Exception as exc:
             # Keras's BackupAndRestore writes its backup in place: a full disk breaks it
             # half-way, and that backup could not resume anything.
@@ -404,9 +425,10 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
         log.warning("run %s: %s", run_id, notes[-1])
     if progress.best_epoch is not None:
         model.load_weights(checkpoint_path)  # keep the best epoch, not the last
-    if precision != "float32":
+    if precision != "float32" or small_size is not None:
         # Save a float32 copy: the weights already are float32, and a bfloat16 model would
-        # run emulated (slowly) on a web server whose CPU lacks it.
+        # run emulated (slowly) on a web server whose CPU lacks it. The copy takes the
+        # full size only, as Predict and the saved card expect.
         trained = model
         model = _build(cfg, image_size, learning_rate, "float32", pretrained=False)
         model.set_weights(trained.get_weights())

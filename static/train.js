@@ -1,5 +1,5 @@
 // Train form: choosing a recipe fills in the settings it was tuned with (epochs, schedule,
-// label smoothing, weight decay), so "sprint_cnn" really is the 10-minute recipe without
+// label smoothing, weight decay, small images first), so "sprint_cnn" really is the 10-minute recipe without
 // retyping, and says the rate and size an empty box will mean. Before sending, a number box
 // the browser could not read ("1e") is named: the browser would send it empty, which the
 // server must take as "the recipe's" or "all photos".
@@ -9,7 +9,8 @@
   if (!form) return;
   const note = Lab.$("recipe-note");
   const keys = { epochs: "epochs", schedule: "schedule", labelSmoothing: "label_smoothing",
-                 weightDecay: "weight_decay" };
+                 weightDecay: "weight_decay", smallImageSize: "small_image_size",
+                 smallEpochs: "small_epochs" };
   // What an empty box means, with the chosen recipe's number (as the server renders it).
   const blanks = { learning_rate: (r) => "the recipe's rate: " + r.dataset.learningRate,
                    image_size: (r) => "the recipe's size: " + r.dataset.imageSize + " px" };

@@ -160,7 +160,14 @@ def test_choosing_a_recipe_fills_its_settings_and_the_run_follows_its_schedule(
     page.check("input[name=recipe][value=fast_cnn]")
     assert page.locator("#f-epochs").input_value() == "20"
     assert page.locator("#f-schedule").input_value() == "plateau"
+    # flash_cnn's small images first, and off again (an empty box, not "None") after it
+    page.check("input[name=recipe][value=flash_cnn]")
+    assert page.locator("#f-small_image_size").input_value() == "64"
+    assert page.locator("#f-small_epochs").input_value() == "8"
+    assert "first 8 at 64 px" in page.locator("label.recipe:has-text('flash_cnn')").inner_text()
     page.check("input[name=recipe][value=sprint_cnn]")
+    assert page.locator("#f-small_image_size").input_value() == ""
+    assert page.locator("#f-small_epochs").input_value() == "0"
     fill_train_form(page, epochs=3, image_size=32, batch_size=8, limit=48)
     page.select_option("#f-precision", "float32")
     page.uncheck("input[name=augment]")

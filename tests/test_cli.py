@@ -91,3 +91,26 @@ def test_bad_options(tmp_path, args, needle):
     assert_clean_error(run_cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "o"),
                                *args), needle)
     assert not (tmp_path / "o").exists()  # nothing started, nothing written
+
+
+def test_every_config_key_is_a_train_option():
+    """The README says the config keys are `train`'s long options with underscores."""
+    from dataclasses import fields
+
+    from ml.cli import _config_from_args, build_parser
+    from ml.config import TrainConfig
+
+    args = ["train", "--data", "d", "--out", "o"]
+    for field in fields(TrainConfig):
+        if field.name == "augment":
+            args.append("--no-augment")
+        elif field.name == "recipe":
+            args += ["--recipe", "flash_cnn"]
+        elif field.name == "schedule":
+            args += ["--schedule", "cosine"]
+        elif field.name == "precision":
+            args += ["--precision", "float32"]
+        else:
+            args += ["--" + field.name.replace("_", "-"), "3"]
+    config = _config_from_args(build_parser().parse_args(args))
+    assert set(config) == {f.name for f in fields(TrainConfig)}

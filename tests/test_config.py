@@ -75,3 +75,31 @@ def test_schedule_precision_and_smoothing_are_checked():
                         "weight_decay": 0.05})
     assert (cfg.schedule, cfg.precision, cfg.label_smoothing, cfg.weight_decay) == (
         "cosine", "float32", 0.1, 0.05)
+
+
+def test_progressive_resizing_settings_are_checked_together():
+    cfg = parse_config({"recipe": "flash_cnn"})
+    assert (cfg.small_image_size, cfg.small_epochs) == (64, 8)
+    # the recipe's own progressive resizing fits the person's choices, or is turned off
+    assert parse_config({"recipe": "flash_cnn", "epochs": 4}).small_epochs == 2
+    for chosen in ({"schedule": "plateau"}, {"image_size": 64}, {"epochs": 1}):
+        cfg = parse_config({"recipe": "flash_cnn", **chosen})
+        assert (cfg.small_image_size, cfg.small_epochs) == (None, 0), chosen
+    assert parse_config({"recipe": "fast_cnn"}).small_image_size is None
+    # settings the person chose that do not fit are named
+    bad = [({"recipe": "seed_cnn", "small_image_size": 64, "small_epochs": 2,
+             "schedule": "cosine"}, "small_image_size", "one image size"),
+           ({"recipe": "flash_cnn", "small_image_size": 96}, "small_image_size", "smaller"),
+           ({"recipe": "fast_cnn", "small_image_size": 64, "small_epochs": 2},
+            "small_image_size", "fixed schedule"),
+           ({"recipe": "flash_cnn", "small_epochs": 12}, "small_epochs", "between 1 and 11"),
+           ({"recipe": "fast_cnn", "small_epochs": 3}, "small_epochs", "set both")]
+    for config, field, words in bad:
+        with pytest.raises(ConfigError) as info:
+            parse_config(config)
+        assert words in info.value.fields[field], (config, info.value.fields)
+    cfg = parse_config({"recipe": "sprint_cnn", "small_image_size": 48, "small_epochs": 4})
+    assert (cfg.small_image_size, cfg.small_epochs, cfg.epochs) == (48, 4, 12)
+    with pytest.raises(ConfigError) as info:  # the form sends an untouched 0
+        parse_config({"recipe": "sprint_cnn", "small_image_size": 64, "small_epochs": 0})
+    assert "at least 1" in info.value.fields["small_epochs"]

@@ -7,7 +7,7 @@ from itertools import pairwise
 
 import pytest
 
-from ml.errors import DatasetError
+from ml.errors import ConfigError, DatasetError
 from ml.events import EVENT_TYPES
 from ml.train import LOSS_TIE_MIN_DELTA, is_better_epoch, train
 
@@ -344,3 +344,51 @@ def test_the_collector_is_held_off_only_until_the_first_step(tiny_dataset, tmp_p
     with pytest.raises(DatasetError):  # a run that fails before its first step
         train(FAST, tmp_path / "missing", tmp_path / "out2", run_id="r2")
     assert gc.isenabled()
+
+
+def test_progressive_resizing_trains_small_first_and_saves_a_full_size_model(
+        tiny_dataset, tmp_path, monkeypatch):
+    """The first epochs see small photos, the rest full-size ones; the schedule runs on
+    across both; validation and the saved model are at the full size."""
+    import keras
+    import tensorflow as tf
+
+    from ml.model_io import load_model
+
+    sizes = []  # the width of every batch trained on
+    train_step = keras.Model.train_step
+
+    def note(width):
+        sizes.append(int(width))
+        return width
+
+    def recording_train_step(self, data):
+        tf.numpy_function(note, [tf.shape(data[0])[1]], tf.int32)  # runs at every step
+        return train_step(self, data)
+
+    monkeypatch.setattr(keras.Model, "train_step", recording_train_step)
+    config = {**FAST, "image_size": 48, "small_image_size": 32, "small_epochs": 2, "epochs": 3,
+              "schedule": "one_cycle", "learning_rate": 0.004}
+    summary, events = collect(config, tiny_dataset, tmp_path, photo_cache_dir=tmp_path / "c")
+    assert summary["status"] == "succeeded"
+    epochs = [e for e in events if e["type"] == "epoch"]
+    steps = events[0]["steps_per_epoch"]
+    assert sizes == [32] * (2 * steps) + [48] * steps
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    # one schedule over all 3 epochs: the warm-up peaks in epoch 1 and the rate falls after
+    assert epochs[0]["lr"] < epochs[1]["lr"] and epochs[2]["lr"] < epochs[1]["lr"]
+    assert [b["epoch"] for b in events if b["type"] == "batch" and b["step"] == steps] == [1, 2, 3]
+    loaded = load_model(tmp_path)
+    assert loaded.model.input_shape == (None, 48, 48, 3) and loaded.card["image_size"] == 48
+    assert summary["config"]["small_image_size"] == 32
+    # both sizes were cached for the next run
+    assert sorted(p.name.rsplit("-", 1)[1] for p in (tmp_path / "c").iterdir()
+                  if p.is_dir()) == ["32px", "48px"]
+
+
+def test_progressive_resizing_cannot_be_resumed(tiny_dataset, tmp_path):
+    config = {**FAST, "image_size": 48, "small_image_size": 32, "small_epochs": 1, "epochs": 2,
+              "schedule": "cosine"}
+    with pytest.raises(ConfigError) as caught:
+        train(config, tiny_dataset, tmp_path, run_id="r", resume_dir=tmp_path / "backup")
+    assert "one size" in caught.value.fields["small_image_size"]
