@@ -80,7 +80,15 @@ def main() -> int:
     parser.add_argument("--weight-decay", type=float)
     parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"))
     parser.add_argument("--val-split", type=float)
+    parser.add_argument("--small-image-size", type=int,
+                        help="progressive resizing: the first epochs at this size")
+    parser.add_argument("--small-epochs", type=int, help="how many epochs at the small size")
+    parser.add_argument("--seed", type=int, help="the run's seed (weights, shuffling, "
+                        "augmentation, its validation split); the held-out split stays")
     parser.add_argument("--augment", choices=("on", "off"))
+    parser.add_argument("--photo-cache", metavar="DIR",
+                        help="read the photos from the lab's decoded-photo cache in DIR (built "
+                             "first if need be, outside the training time), as a lab's runs do")
     parser.add_argument("--tag", default="", help="suffix for the result file name")
     parser.add_argument("--resume", action="store_true",
                         help="back up after every epoch and carry on from there when started "
@@ -94,7 +102,7 @@ def main() -> int:
     config = {"recipe": args.recipe}
     for key in ("epochs", "image_size", "batch_size", "learning_rate", "early_stopping_patience",
                 "lr_patience", "limit", "schedule", "label_smoothing", "weight_decay", "precision",
-                "val_split"):
+                "val_split", "seed", "small_image_size", "small_epochs"):
         if getattr(args, key) is not None:
             config[key] = getattr(args, key)
     if args.augment:
@@ -110,7 +118,11 @@ def main() -> int:
     if not (resume_dir and resume_dir.is_dir()):
         curve_path.unlink(missing_ok=True)
 
+    started_event: dict = {}
+
     def on_event(event: dict) -> None:
+        if event["type"] == "run_started":
+            started_event.update(event)
         if event["type"] == "epoch":
             with curve_path.open("a") as f:
                 f.write(json.dumps({k: event[k] for k in (
@@ -123,7 +135,8 @@ def main() -> int:
             log.info("%s", event)
 
     started = time.monotonic()
-    summary = train(config, train_dir, out, on_event=on_event, resume_dir=resume_dir)
+    summary = train(config, train_dir, out, on_event=on_event, resume_dir=resume_dir,
+                    photo_cache_dir=args.photo_cache)
     wall = time.monotonic() - started
     report = evaluate(out / MODEL_FILE, test_dir)
     metrics = summary["metrics"]
@@ -154,6 +167,7 @@ def main() -> int:
         "wall_seconds_incl_scan_and_save": wall,
         "train_images_per_s": sum(row["images_per_s"] for row in history) / len(history),
         "precision": summary["precision"],
+        "photo_cache": started_event.get("photo_cache"),
         "history": history,
         "machine": f"{cpu_name()}, {os.cpu_count()} cores",
         "command": "python " + " ".join(sys.argv),
