@@ -116,7 +116,7 @@ def test_every_tab_opens_and_looks_right(idle_lab, watched):
     page.goto(idle_lab.url + "/train")
     from ml.recipes import RECIPES
 
-    assert page.locator("input[name=recipe]").count() == len(RECIPES) == 5
+    assert page.locator("input[name=recipe]").count() == len(RECIPES) == 6
     for recipe in RECIPES.values():  # each offered by name with its one-line description
         assert recipe.description in page.locator(".recipes").inner_text()
     assert page.locator("#f-epochs").input_value() == "20"
