@@ -10,9 +10,11 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from ml.config import TrainConfig
 from ml.errors import LabError
 from ml.model_io import MODEL_FILE
 from ml.tf_env import import_tensorflow_quietly
@@ -54,10 +56,6 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def _config_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    from dataclasses import fields
-
-    from ml.config import TrainConfig
-
     # Every config key is a long option of `train` (tests/test_cli.py checks it).
     keys = [f.name for f in fields(TrainConfig)]
     return {k: getattr(args, k) for k in keys if getattr(args, k) is not None}

@@ -1,6 +1,6 @@
 // Train form: choosing a recipe fills in the settings it was tuned with (epochs, schedule,
-// label smoothing, weight decay, small images first), so "sprint_cnn" really is the 10-minute recipe without
-// retyping, and says the rate and size an empty box will mean. Before sending, a number box
+// label smoothing, weight decay, small images first), so "flash_cnn" really is the 5-minute
+// recipe without retyping, and says the rate and size an empty box will mean. Before sending, a number box
 // the browser could not read ("1e") is named: the browser would send it empty, which the
 // server must take as "the recipe's" or "all photos".
 (function () {
