@@ -195,6 +195,12 @@ def _check_small_images(values: dict[str, Any], given: set[str], recipe: Any,
             else:
                 errors["small_epochs"] = "must be at least 1 to train on small images first"
             return
+        if problem is not None and small_epochs and "small_epochs" in given:
+            # They asked for small epochs, of the recipe's size: say why there can be none.
+            errors["small_epochs"] = (f"the recipe's small images ({small} px) cannot be used "
+                                      f"here: the small image size {problem}; set one that "
+                                      "fits, or 0 epochs")
+            return
         values["small_image_size"], values["small_epochs"] = None, 0  # the recipe's: off
         return
     if not 1 <= small_epochs < epochs:

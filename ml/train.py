@@ -88,6 +88,8 @@ def _make_event_callback(record: EventSink, *, steps: int, batch_size: int,
             self.early_stopped_at: int | None = None
             # What could not be saved because the disk is full (the run stopped there).
             self.unsaved: str | None = None
+            # The size of the photos being trained on: set per fit (progressive resizing).
+            self.image_size: int | None = None
 
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch_no = epoch + 1
@@ -131,6 +133,7 @@ def _make_event_callback(record: EventSink, *, steps: int, batch_size: int,
                 # training only, without validation: the figure that compares recipes
                 "images_per_s": min(self._steps_done * batch_size, train_count)
                 / max(self._train_seconds, 1e-9),
+                "image_size": self.image_size,
             }
             partial = self.cancelled and self._steps_done < steps
             record(events.epoch(**row, partial=partial, gpu=gpu_load(),
@@ -328,11 +331,11 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
     val_ds = make_dataset(val_df, image_size, cfg.batch_size, shuffle=False, photos=photos)
     # (the photos to train on, the epoch to train until): validation is always at the full
     # size, so every epoch's score is the kept model's as it will be used
-    phases = [(train_ds, cfg.epochs)]
+    phases = [(train_ds, image_size, cfg.epochs)]
     if small_size is not None:
         small_ds = make_dataset(train_df, small_size, cfg.batch_size, shuffle=True,
                                 seed=cfg.seed, photos=small_photos)
-        phases.insert(0, (small_ds, cfg.small_epochs))
+        phases.insert(0, (small_ds, small_size, cfg.small_epochs))
     steps = math.ceil(len(train_df) / cfg.batch_size)
     panel = Panel(choose_panel(val_df, seed=cfg.seed), result.root, image_size, photos)
     precision = resolve_precision(cfg.precision)
@@ -391,8 +394,9 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
         backup_failed = False
         try:
             first_epoch = 0
-            for photos_ds, until_epoch in phases:
+            for photos_ds, photo_size, until_epoch in phases:
                 # One fit per image size; the optimizer (its step, so the schedule) carries on.
+                progress.image_size = photo_size
                 model.fit(photos_ds, validation_data=val_ds, epochs=until_epoch,
                           initial_epoch=first_epoch, callbacks=[*callbacks, progress],
                           verbose=0, shuffle=False)  # the dataset shuffles itself

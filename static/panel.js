@@ -104,7 +104,9 @@
     show(epoch);
   });
 
+  let runSize = null;  // the run's image size: validation and the kept model use it
   const handlers = {
+    run_started(ev) { runSize = ev.image_size; },
     panel(ev) {
       panels.set(ev.epoch, ev.items);
       card.hidden = false;
@@ -114,6 +116,17 @@
     epoch(ev) {
       if (ev.confusion) confusions.set(ev.epoch, ev.confusion);
       if (ev.insight) note("insight:" + ev.epoch, ev.epoch, ev.insight);
+      if (runSize && ev.image_size && ev.image_size < runSize) {
+        note("small", ev.epoch, "Epoch " + ev.epoch + ": training starts on small " +
+          ev.image_size + " px photos. They have " +
+          Math.round(100 * (ev.image_size / runSize) ** 2) + " % of the pixels of " + runSize +
+          " px ones, so these epochs go faster; the network is still checked on " + runSize +
+          " px photos, the size it will be used at.");
+      } else if (runSize && ev.image_size === runSize && notes.has("small")) {
+        note("full", ev.epoch, "Epoch " + ev.epoch + ": the training photos grow to the full " +
+          runSize + " px for the last epochs, to learn the finer detail; the curves may " +
+          "jump here as the network gets used to them.");
+      }
       if (panels.has(ev.epoch) && Number(slider.value) === ev.epoch) showConfusion(ev.epoch);
     },
     lr_reduced(ev) {

@@ -141,6 +141,21 @@
     }
   }
 
+  // Progressive resizing's first epochs (ml/train.py): a light band from epoch 0 to the
+  // last small one, so the room sees where the photos grow to full size.
+  function shadeSmallEpochs(untilEpoch, label) {
+    for (const chart of ["loss-chart", "acc-chart", "lr-chart"]) {
+      const el = $(chart);
+      const shapes = (el.layout.shapes || []).concat([{ type: "rect", xref: "x", yref: "paper",
+        x0: 0, x1: untilEpoch, y0: 0, y1: 1, layer: "below", line: { width: 0 },
+        fillcolor: "rgba(93, 100, 114, 0.12)" }]);
+      const annotations = (el.layout.annotations || []).concat([{ x: untilEpoch / 2,
+        xref: "x", y: 0, yref: "paper", text: label, showarrow: false, yanchor: "bottom",
+        font: { color: C.lr } }]);
+      Plotly.relayout(chart, { shapes: shapes, annotations: annotations });
+    }
+  }
+
   const handlers = {
     run_started(ev) {
       state.steps = ev.steps_per_epoch; state.epochs = ev.epochs; state.startTs = ev.ts;
@@ -152,9 +167,13 @@
       if (ev.precision === "bfloat16" || ev.precision === "float16") {
         extras.push(ev.precision + " maths");
       }
+      const small = ev.config && ev.config.small_epochs ? ev.config.small_image_size : null;
+      const firstSmall = small ? " (the first " + (ev.config.small_epochs === 1 ? "epoch"
+        : ev.config.small_epochs + " epochs") + " at " + small + " px)" : "";
       $("phase").textContent = "Training on " + ev.train_count + " photos (" + ev.val_count +
-        " for validation), " + ev.image_size + " px" +
+        " for validation), " + ev.image_size + " px" + firstSmall +
         (extras.length ? ", " + extras.join(", ") : "") + ".";
+      if (small) shadeSmallEpochs(ev.config.small_epochs, small + " px photos");
       $("device").textContent = deviceText(ev.device) + cacheText(ev.photo_cache);
       $("stat-epoch").textContent = "0 / " + ev.epochs;
       $("stat-lr").textContent = Lab.rate(ev.learning_rate);

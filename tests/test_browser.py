@@ -186,6 +186,40 @@ def test_choosing_a_recipe_fills_its_settings_and_the_run_follows_its_schedule(
     shot(page, "run-one-cycle")
 
 
+SHADED = ("id => (document.getElementById(id).layout.shapes || [])"
+          ".filter(s => s.type === 'rect').map(s => [s.x0, s.x1])")
+LABELS = ("id => (document.getElementById(id).layout.annotations || [])"
+          ".map(a => a.text)")
+
+
+def test_a_progressive_run_shades_its_small_epochs_and_says_when_the_photos_grow(
+        idle_lab, watched):
+    progressive = {**TINY, "recipe": "flash_cnn", "image_size": 48, "small_image_size": 32,
+                   "limit": 48}
+    page = watched().page
+    # While it runs, the line above the charts says so (at the end it says "Finished.").
+    busy = idle_lab.launch({**progressive, "small_epochs": 150, "epochs": 300})
+    page.goto(f"{idle_lab.url}/runs/{busy}")
+    page.wait_for_function("document.getElementById('phase').textContent.includes('px')",
+                           timeout=120_000)
+    assert "48 px (the first 150 epochs at 32 px)" in page.locator("#phase").inner_text()
+    assert idle_lab.post(f"/api/runs/{busy}/cancel").status_code == 202
+    run_id = idle_lab.launch({**progressive, "small_epochs": 2, "epochs": 3})
+    page.goto(f"{idle_lab.url}/runs/{run_id}")
+    wait_result(page)
+    assert idle_lab.run(run_id)["status"] == "succeeded"
+    for chart in ("loss-chart", "acc-chart", "lr-chart"):
+        assert page.evaluate(f"({SHADED})('{chart}')") == [[0, 2]], chart
+        assert "32 px photos" in page.evaluate(f"({LABELS})('{chart}')"), chart
+    notes = page.locator("#run-notes li").all_inner_texts()
+    small = [n for n in notes if n.startswith("Epoch 1: training starts on small 32 px")]
+    assert small and "44 % of the pixels" in small[0], notes
+    assert any(n.startswith("Epoch 3: the training photos grow to the full 48 px")
+               for n in notes), notes
+    assert "48 px (the first 2 epochs trained at 32 px)" in page.locator("#run-result").inner_text()
+    shot(page, "run-progressive")
+
+
 def test_launch_from_the_form_and_watch_live_on_two_pages(idle_lab, watched):
     first = watched().page
     first.goto(idle_lab.url + "/train")

@@ -93,7 +93,11 @@ def test_progressive_resizing_settings_are_checked_together():
            ({"recipe": "fast_cnn", "small_image_size": 64, "small_epochs": 2},
             "small_image_size", "fixed schedule"),
            ({"recipe": "flash_cnn", "small_epochs": 12}, "small_epochs", "between 1 and 11"),
-           ({"recipe": "fast_cnn", "small_epochs": 3}, "small_epochs", "set both")]
+           ({"recipe": "fast_cnn", "small_epochs": 3}, "small_epochs", "set both"),
+           # the recipe's small size is off for this image size, and they asked for it
+           ({"recipe": "flash_cnn", "image_size": 64, "small_epochs": 5}, "small_epochs",
+            "small images (64 px) cannot be used here: the small image size must be smaller "
+            "than the image size (64 px)")]
     for config, field, words in bad:
         with pytest.raises(ConfigError) as info:
             parse_config(config)

@@ -375,6 +375,9 @@ def test_progressive_resizing_trains_small_first_and_saves_a_full_size_model(
     steps = events[0]["steps_per_epoch"]
     assert sizes == [32] * (2 * steps) + [48] * steps
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    # each epoch says what it trained on, for the run page and the card's history
+    assert [e["image_size"] for e in epochs] == [32, 32, 48]
+    assert [row["image_size"] for row in load_model(tmp_path).card["history"]] == [32, 32, 48]
     # one schedule over all 3 epochs: the warm-up peaks in epoch 1 and the rate falls after
     assert epochs[0]["lr"] < epochs[1]["lr"] and epochs[2]["lr"] < epochs[1]["lr"]
     assert [b["epoch"] for b in events if b["type"] == "batch" and b["step"] == steps] == [1, 2, 3]
