@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from ml.config import parse_config
+
 HOSTILE = "<img src=x onerror=alert(1)>"
 BASE = {"recipe": "fast_cnn", "epochs": 3, "image_size": 32, "batch_size": 8,
         "learning_rate": 0.01, "augment": False, "schedule": "plateau", "label_smoothing": 0.0}
@@ -124,12 +126,25 @@ def test_class_api_gives_one_row_per_finished_run_with_its_settings(client, serv
     assert a == {"run_id": first, "name": "Ada", "url": f"/runs/{first}", "accuracy": 0.8,
                  "val_photos": 100, "recipe": "fast_cnn", "image_px": 32,
                  "learning_rate": 0.003, "epochs": 5, "batch_size": 16, "augment": True,
-                 "schedule": "cosine", "label_smoothing": 0.1}
+                 "schedule": "cosine", "label_smoothing": 0.1, "small_image_px": None,
+                 "small_epochs": 0}
     from ml.recipes import RECIPES
 
     assert b["name"] == HOSTILE and b["val_photos"] is None
     assert (b["recipe"], b["image_px"], b["learning_rate"]) == (
         "seed_cnn", RECIPES["seed_cnn"].image_size, RECIPES["seed_cnn"].learning_rate)
+
+
+def test_class_rows_say_which_epochs_trained_on_small_photos(client, service):
+    # as the API stores them: parsed, with the recipe's own settings filled in
+    add_run(service, "ada", "Ada", 0.9, **parse_config(
+        {"recipe": "flash_cnn", "epochs": 12, "image_size": None}).to_dict())
+    # the recipe's own small epochs turned off by the person's choice of schedule
+    add_run(service, "bob", "Bob", 0.8, **parse_config(
+        {"recipe": "flash_cnn", "schedule": "plateau"}).to_dict())
+    ada, bob = client.get("/api/class").get_json()["runs"]
+    assert (ada["image_px"], ada["small_image_px"], ada["small_epochs"]) == (96, 64, 8)
+    assert (bob["small_image_px"], bob["small_epochs"]) == (None, 0)
 
 
 def test_home_state_live_run_queue_and_empty_states(client, service):
