@@ -42,8 +42,8 @@ def _settings(run: dict[str, Any]) -> dict[str, Any]:
             "augment": bool(config.get("augment")), "schedule": config.get("schedule"),
             "label_smoothing": config.get("label_smoothing"),
             # progressive resizing: the first epochs' smaller photos (None: full size only)
-            "small_image_px": config.get("small_image_size") if config.get("small_epochs")
-            else None, "small_epochs": config.get("small_epochs") or 0}
+            "small_image_px": config.get("small_image_size"),
+            "small_epochs": config.get("small_epochs") or 0}
 
 
 def _rank_key(run: dict[str, Any]) -> tuple[float, float, float]:

@@ -329,8 +329,8 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
     train_ds = make_dataset(train_df, image_size, cfg.batch_size, shuffle=True, seed=cfg.seed,
                             photos=photos)
     val_ds = make_dataset(val_df, image_size, cfg.batch_size, shuffle=False, photos=photos)
-    # (the photos to train on, the epoch to train until): validation is always at the full
-    # size, so every epoch's score is the kept model's as it will be used
+    # (the photos to train on, their size, the epoch to train until): validation is always
+    # at the full size, so every epoch's score is the kept model's as it will be used
     phases = [(train_ds, image_size, cfg.epochs)]
     if small_size is not None:
         small_ds = make_dataset(train_df, small_size, cfg.batch_size, shuffle=True,

@@ -44,9 +44,8 @@
     return a;
   }
   function settingsText(s) {
-    const size = (s.image_px || "–") + " px" + (s.small_image_px ? " (the first " +
-      (s.small_epochs === 1 ? "epoch" : s.small_epochs + " epochs") + " at " +
-      s.small_image_px + ")" : "");
+    const size = (s.image_px || "–") + " px" +
+      (s.small_image_px ? " (" + Lab.smallEpochs(s.small_epochs, s.small_image_px) + ")" : "");
     const parts = [s.recipe, size, "rate " + rate(s.learning_rate),
                    plural(s.epochs, "epoch"), "batch " + s.batch_size];
     if (s.schedule && s.schedule !== "plateau") parts.push(s.schedule.replace("_", "-"));

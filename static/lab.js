@@ -85,6 +85,10 @@
   // A learning rate as a plain number, two significant digits: 0.002, 0.00035, 1e-7.
   const rate = (v) => String(Number(Number(v).toPrecision(2)));
 
+  // Progressive resizing's first epochs, for any page that names a run's settings.
+  const smallEpochs = (epochs, px) => "the first " + (epochs === 1 ? "epoch" : epochs +
+    " epochs") + " at " + px + " px";
+
   // Bytes as MB of 1,048,576 bytes, as the server counts its limits (MAX_CONTENT_LENGTH // 2**20).
   const mb = (bytes) => (bytes / 1048576).toFixed(1) + " MB";
 
@@ -100,5 +104,5 @@
   window.Lab = Object.freeze({ $: $, showError: showError, mb: mb, rate: rate, colours: colours, post: post,
                                palette: palette, plotConfig: plotConfig, layout: layout,
                                accuracyAxis: accuracyAxis, lossAxis: lossAxis, epochAxis: epochAxis,
-                               rateAxis: rateAxis });
+                               rateAxis: rateAxis, smallEpochs: smallEpochs });
 })();

@@ -168,8 +168,8 @@
         extras.push(ev.precision + " maths");
       }
       const small = ev.config && ev.config.small_epochs ? ev.config.small_image_size : null;
-      const firstSmall = small ? " (the first " + (ev.config.small_epochs === 1 ? "epoch"
-        : ev.config.small_epochs + " epochs") + " at " + small + " px)" : "";
+      const firstSmall = small ? " (" + Lab.smallEpochs(ev.config.small_epochs, small) + ")"
+                               : "";
       $("phase").textContent = "Training on " + ev.train_count + " photos (" + ev.val_count +
         " for validation), " + ev.image_size + " px" + firstSmall +
         (extras.length ? ", " + extras.join(", ") : "") + ".";

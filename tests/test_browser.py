@@ -203,6 +203,9 @@ def test_a_progressive_run_shades_its_small_epochs_and_says_when_the_photos_grow
     page.wait_for_function("document.getElementById('phase').textContent.includes('px')",
                            timeout=120_000)
     assert "48 px (the first 150 epochs at 32 px)" in page.locator("#phase").inner_text()
+    page.goto(idle_lab.url + "/")  # the home page names the live run's settings
+    page.wait_for_function("document.getElementById('live-settings').textContent"
+                           ".includes('the first 150 epochs at 32 px')", timeout=30_000)
     assert idle_lab.post(f"/api/runs/{busy}/cancel").status_code == 202
     run_id = idle_lab.launch({**progressive, "small_epochs": 2, "epochs": 3})
     page.goto(f"{idle_lab.url}/runs/{run_id}")
