@@ -8,13 +8,14 @@ TF_EXTRA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 LAB_DATA_DIR ?= ../shared/data/dogs-vs-cats/train
 LAB_MODELS_DIR ?= models
 
-.PHONY: help install os-deps test lint run demo data web worker bench compose-check clean
+.PHONY: help install os-deps test test-fast lint run demo data web worker bench compose-check clean
 
 help:
 	@echo "make run    - set up and run the whole lab (redis-server, a worker, the web server)"
 	@echo "make demo   - a quick training demo on the command line"
 	@echo "make data   - download the dataset into LAB_DATA_DIR"
-	@echo "make test   - set up and run the test suite"
+	@echo "make test   - set up and run the whole test suite (unit, stack, browser)"
+	@echo "make test-fast - the unit tests only (tests/unit: no services, a few minutes)"
 	@echo "make lint   - ruff"
 	@echo "make web    - the web server alone (API and live channel; needs redis-server)"
 	@echo "make worker - one Celery training worker alone (needs redis-server)"
@@ -62,6 +63,11 @@ test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
+# The unit tests alone: nothing started (not even PostgreSQL), for the edit-test loop.
+test-fast: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest tests/unit -m unit
+
 # The whole lab: redis-server (if none answers), one worker and the web server; Ctrl-C stops
 # what it started. Configuration by environment (LAB_PORT, LAB_DATA_DIR, REDIS_URL, ...).
 run: install
@@ -99,9 +105,9 @@ bench: install
 # The Docker Compose stack for real (not part of `make test`: minutes, and it needs Docker):
 # builds the CPU image, starts the stack, trains and predicts through the API, restarts it
 # and tears it all down again. Only python3 and Docker are needed, no venv. Options:
-# COMPOSE_CHECK_ARGS="--keep-images --build-gpu ..." (see bench/compose_check.py).
+# COMPOSE_CHECK_ARGS="--keep-images --build-gpu ..." (see docker/compose_check.py).
 compose-check:
-	$(PYTHON) bench/compose_check.py $(COMPOSE_CHECK_ARGS)
+	$(PYTHON) docker/compose_check.py $(COMPOSE_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache bench/out

@@ -5,7 +5,7 @@ Starts its own redis-server, ``--workers`` Celery workers and the web server on 
 in a scratch folder (``launcher.processes``, as the tests do), with ``LAB_PASSCODE`` set
 (the instructor), ``LAB_LOCK_LAUNCH=0`` (the class launches without it) and the lab's
 default caps (at most 2 queued or training runs a student unless
-``--max-runs-per-student``). Training photos are generated (``tests.fixtures.synthetic``)
+``--max-runs-per-student``). Training photos are generated (``testkit.synthetic``)
 unless ``--data DIR`` names a real folder.
 
 Each simulated student is a ``requests.Session`` of its own (its own cookie jar, so its own
@@ -79,8 +79,8 @@ from requests.adapters import HTTPAdapter  # noqa: E402
 
 from core.store import FINISHED, RunStore  # noqa: E402
 from launcher import processes as stack  # noqa: E402
-from tests.fixtures.synthetic import make_flat_dataset  # noqa: E402
-from tests.lab_stack import TINY  # noqa: E402
+from testkit.lab_stack import TINY  # noqa: E402
+from testkit.synthetic import make_flat_dataset  # noqa: E402
 
 log = logging.getLogger("bench.classroom")
 

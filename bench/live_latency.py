@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import requests  # noqa: E402
 
 from launcher import processes as stack  # noqa: E402
-from tests.fixtures.synthetic import make_flat_dataset  # noqa: E402
+from testkit.synthetic import make_flat_dataset  # noqa: E402
 
 log = logging.getLogger("bench.live_latency")
 OUT = Path(__file__).resolve().parent / "out" / "results"

@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ml.data import scan, stratified_sample  # noqa: E402
 from ml.tf_env import import_tensorflow_quietly  # noqa: E402
-from tests.fixtures.synthetic import make_flat_dataset  # noqa: E402
+from testkit.synthetic import make_flat_dataset  # noqa: E402
 
 log = logging.getLogger("bench.pipeline_speed")
 OUT = Path(__file__).resolve().parent / "out" / "results"

@@ -5,7 +5,7 @@ trains a default-recipe model for one short epoch (its speed, not its accuracy, 
 here), then measures ``POST /api/predict`` (one photo, prediction plus Grad-CAM) with 1 and
 with N concurrent clients: latency p50/p95, throughput and errors; then one client sending
 16 photos a request (the most a request may carry): batch throughput. Then it sends at least
-1,000 hostile uploads (``tests.fixtures.hostile``: the named troublesome files plus random
+1,000 hostile uploads (``testkit.hostile``: the named troublesome files plus random
 mutations of real encodings, some several to a request) and counts the answers by status:
 any answer of 500 or more is a failure. The web process's memory (RSS) is read from /proc
 before, between and after.
@@ -34,8 +34,8 @@ import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
 from launcher import processes as stack  # noqa: E402
-from tests.fixtures.hostile import named_cases, random_upload  # noqa: E402
-from tests.fixtures.synthetic import make_flat_dataset, photo_bytes  # noqa: E402
+from testkit.hostile import named_cases, random_upload  # noqa: E402
+from testkit.synthetic import make_flat_dataset, photo_bytes  # noqa: E402
 
 log = logging.getLogger("bench.predict_load")
 OUT = Path(__file__).resolve().parent / "out" / "results"

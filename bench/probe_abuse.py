@@ -2,7 +2,7 @@
 from one address against the per-address cap; with the API's latency meanwhile.
 
 Starts redis-server, one Celery worker and the web server on free ports over generated
-photos (tests.fixtures.synthetic), as the tests do, and reports JSON:
+photos (testkit.synthetic), as the tests do, and reports JSON:
 
 - ``joins``: one client joins a finished run N times on one connection, then on new
   connections: accepted, refused (the per-connection cap), events replayed, seconds, and
@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import requests  # noqa: E402
 import socketio  # noqa: E402
 
-from tests.fixtures.synthetic import make_flat_dataset  # noqa: E402
-from tests.lab_stack import TINY, LabStack  # noqa: E402
+from testkit.lab_stack import TINY, LabStack  # noqa: E402
+from testkit.synthetic import make_flat_dataset  # noqa: E402
 
 log = logging.getLogger("bench.probe_abuse")
 

@@ -1,22 +1,49 @@
-"""Shared fixtures: tests make their own small photos; none are committed."""
+"""Fixtures shared by the three kinds of test, and the marker each kind gets.
+
+- ``tests/unit``: no service started (an app of its own per test, the flaskr way; models
+  trained in-process on tiny photos). ``make test-fast`` runs these.
+- ``tests/stack``: the real parts as processes: redis-server, Celery workers, the web
+  server, PostgreSQL, the launcher.
+- ``tests/browser``: headless Chromium on the real stack (fixtures in its conftest.py).
+
+Tests make their own small photos; none are committed. What benches share with the tests
+lives in the ``testkit`` package.
+"""
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ml.tf_env import import_tensorflow_quietly
-from tests.fixtures.synthetic import make_flat_dataset
+from testkit.hostile import HOSTILE_NAME
+from testkit.lab_stack import PASSCODE
+from testkit.synthetic import make_flat_dataset
 
 import_tensorflow_quietly()  # keeps TensorFlow's C++ banners out of the test log
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_TRAIN = ROOT.parent / "shared" / "data" / "dogs-vs-cats" / "train"
+KINDS = ("unit", "stack", "browser")
+
+
+# The run store's two kinds, for tests that run over both: the PostgreSQL one starts a
+# server (``postgres_url``), so it is a stack test wherever it lives.
+STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.stack)]
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test gets its folder's kind as a marker (``-m unit`` etc. selects it), unless it
+    says its own kind (a PostgreSQL case of a store test: ``STORES``)."""
+    for item in items:
+        folder = Path(item.path).parent.name
+        if folder not in KINDS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/unit, tests/stack "
+                                    "or tests/browser")
+        if not any(item.get_closest_marker(kind) for kind in KINDS):
+            item.add_marker(folder)
+
 
 
 # -- fast fixtures, the flaskr way: an app of its own for each test, nothing started --------
@@ -81,7 +108,7 @@ def service(lab_settings, bus):
     return svc
 
 
-# -- PostgreSQL: a server of the tests' own (tests/postgres.py) ---------------------------
+# -- PostgreSQL: a server of the tests' own (testkit/postgres.py) ---------------------------
 
 
 @pytest.fixture(scope="session")
@@ -91,7 +118,7 @@ def postgres_server():
     Skips (saying how to install it) when PostgreSQL or psycopg is missing; ``make test``
     installs both.
     """
-    from tests.postgres import PostgresServer, unavailable
+    from testkit.postgres import PostgresServer, unavailable
 
     reason = unavailable()
     if reason:
@@ -129,33 +156,22 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
     return out
 
 
-def run_cli(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 300
-            ) -> subprocess.CompletedProcess:
-    """Run ``python -m ml ...`` as a user would."""
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "ml", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.fixture(scope="session")
 def lab(tiny_dataset, tmp_path_factory):
     """The real stack (redis-server, Celery worker, web server) over the tiny dataset."""
-    from tests.lab_stack import LabStack
+    from testkit.lab_stack import LabStack
 
     stack = LabStack(tmp_path_factory.mktemp("lab"), tiny_dataset).start()
     yield stack
     stack.stop()
 
 
-# A file name that would run script if any page failed to escape it.
-HOSTILE_NAME = '<img src=x onerror="window.__xss=1">&amp;'
-PASSCODE = "tabby-42"
 
 
 @pytest.fixture(scope="session")
 def hostile_dataset(tiny_dataset, tmp_path_factory) -> Path:
     """The tiny dataset plus a photo and a non-photo whose names are markup."""
-    from tests.fixtures.synthetic import photo_bytes
+    from testkit.synthetic import photo_bytes
 
     folder = tmp_path_factory.mktemp("hostile") / "train"
     shutil.copytree(tiny_dataset, folder)
@@ -167,7 +183,7 @@ def hostile_dataset(tiny_dataset, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def locked_lab(hostile_dataset, tmp_path_factory):
     """A second real stack with LAB_PASSCODE set and at most 2 active runs per address."""
-    from tests.lab_stack import LabStack
+    from testkit.lab_stack import LabStack
 
     stack = LabStack(tmp_path_factory.mktemp("locked"), hostile_dataset,
                      {"LAB_PASSCODE": PASSCODE, "LAB_MAX_QUEUED_PER_CLIENT": "2"}).start()
@@ -195,3 +211,38 @@ def idle_locked_lab(locked_lab):
 def idle_lab(lab):
     """The stack with nothing queued or running before and after the test."""
     yield from _idle(lab)
+
+
+# -- one class for the class tests (tests/stack and tests/browser share it) ---------------
+
+
+@pytest.fixture(scope="session")
+def class_lab(tiny_dataset, tmp_path_factory):
+    """What make run starts for a class: a passcode for the instructor, open launching, at
+    most 2 runs a student, no cap per address; two workers, so two runs train at once."""
+    from testkit.lab_stack import LabStack
+
+    lab = LabStack(tmp_path_factory.mktemp("class"), tiny_dataset, {
+        "LAB_PASSCODE": PASSCODE, "LAB_LOCK_LAUNCH": "0", "LAB_MAX_RUNS_PER_STUDENT": "2",
+        "LAB_MAX_QUEUED": "60", "LAB_MAX_QUEUED_PER_ADDRESS": "0"}, workers=2).start()
+    yield lab
+    lab.stop()
+
+
+def _new_lesson(lab) -> None:
+    """The class lab as a new lesson finds it: the queue running, launching open, nothing
+    queued or running, and every earlier run archived (off the board and the Runs tab)."""
+    lab.post("/api/queue/resume")
+    lab.post("/api/launching/unlock")
+    lab.cancel_active()
+    for run in lab.get("/api/runs").json()["runs"]:
+        lab.post(f"/api/runs/{run['id']}/archive")
+
+
+@pytest.fixture
+def room(class_lab):
+    """The class lab, a new lesson before and after the test (see ``_new_lesson``)."""
+    _new_lesson(class_lab)
+    yield class_lab
+    _new_lesson(class_lab)
+
