@@ -105,6 +105,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ml.train import train
 
     config = parse_config(_config_from_args(args))  # bad options fail before any scan
+    import_tensorflow_quietly()  # only now: a bad option is answered in a second, not ten
     summary = train(config, args.data, args.out,
                     on_event=_ProgressBar(sys.stderr.isatty() or args.progress),
                     photo_cache_dir=args.photo_cache)
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
-    if args.command not in ("scan", "download"):  # these never need TensorFlow
+    if args.command in ("evaluate", "predict"):  # train imports it once its options are read
         import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     for noisy in ("tensorflow", "absl", "h5py"):

@@ -93,6 +93,23 @@ def test_bad_options(tmp_path, args, needle):
     assert not (tmp_path / "o").exists()  # nothing started, nothing written
 
 
+def test_a_bad_option_is_answered_before_tensorflow_is_loaded(tmp_path):
+    """Loading TensorFlow takes seconds: a mistyped rate should not wait for it."""
+    import subprocess
+    import sys
+
+    from testkit.paths import ROOT
+
+    code = ("import sys\nfrom ml.cli import main\n"
+            f"rc = main(['train', '--data', {str(tmp_path)!r}, '--out', {str(tmp_path / 'o')!r},"
+            " '--learning-rate', '-1'])\n"
+            "print(rc, 'tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.stdout.split() == ["2", "False"], done.stderr
+    assert "learning_rate: must be at least" in done.stderr
+
+
 def test_every_config_key_is_a_train_option():
     """The README says the config keys are `train`'s long options with underscores."""
     from dataclasses import fields
