@@ -59,14 +59,17 @@ $(VENV)/.installed: pyproject.toml Makefile | os-deps
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
+# Two test processes (pytest-xdist), each taking whole files: many tests wait on processes
+# starting, restarting or timing out, so two share the 2 cores well (docs/BENCHMARKS.md).
+TEST_JOBS ?= 2
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadfile
 
 # The unit tests alone: nothing started (not even PostgreSQL), for the edit-test loop.
 test-fast: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest tests/unit -m unit
+	$(PY) -m pytest tests/unit -m unit -n $(TEST_JOBS) --dist loadfile
 
 # The whole lab: redis-server (if none answers), one worker and the web server; Ctrl-C stops
 # what it started. Configuration by environment (LAB_PORT, LAB_DATA_DIR, REDIS_URL, ...).
