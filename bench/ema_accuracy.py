@@ -3,8 +3,8 @@ of the lever before it is a lab setting.
 
 Adam keeps the average (``use_ema``); Keras's ``SwapEMAWeights(swap_on_epoch=True)`` puts
 it in the model for each epoch's validation, checkpoint and panel, and the saved model is
-the averaged one. Both are patched into ``ml.train`` here, so the run is otherwise exactly
-``bench/accuracy.py``'s, with every one of its options:
+the averaged one. Both are patched in here (the callback in ``ml.event_callback``), so
+the run is otherwise exactly ``bench/accuracy.py``'s, with every one of its options:
 
     python bench/ema_accuracy.py --ema-momentum 0.99 --data ../shared/data/dogs-vs-cats/train \\
         --recipe flash_cnn --photo-cache bench/out/photo-cache --seed 1 --tag ema99-seed1
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ml import train as ml_train  # noqa: E402
+from ml import event_callback  # noqa: E402
 from ml.tf_env import import_tensorflow_quietly  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def main() -> None:
 
     keras.optimizers.Adam = functools.partial(keras.optimizers.Adam, use_ema=True,
                                               ema_momentum=args.ema_momentum)
-    ml_train._make_event_callback = _with_ema_swap(ml_train._make_event_callback)
+    event_callback.make_event_callback = _with_ema_swap(event_callback.make_event_callback)
     sys.argv = [str(ROOT / "bench/accuracy.py"), *rest]
     runpy.run_path(str(ROOT / "bench/accuracy.py"), run_name="__main__")
 

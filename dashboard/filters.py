@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from ml.recipes import RECIPES
+from ml.config import effective
 
 
 def duration(seconds: float | None) -> str:
@@ -34,19 +34,14 @@ def when(ts: float | None) -> str:
     return "–" if ts is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(ts))
 
 
-def _recipe_default(config: dict[str, Any], name: str) -> Any:
-    recipe = RECIPES.get(config.get("recipe"))
-    return getattr(recipe, name) if recipe else None
-
-
 def image_px(config: dict[str, Any]) -> int | None:
     """The image size a run's config trains at: its own, else its recipe's (None if unknown)."""
-    return config.get("image_size") or _recipe_default(config, "image_size")
+    return effective(config, "image_size")
 
 
 def learning_rate_value(config: dict[str, Any]) -> float | None:
     """The learning rate a run's config starts from: its own, else its recipe's."""
-    return config.get("learning_rate") or _recipe_default(config, "learning_rate")
+    return effective(config, "learning_rate")
 
 
 def learning_rate(config: dict[str, Any]) -> str:

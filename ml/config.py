@@ -6,6 +6,7 @@ reported together (``ConfigError.fields``) so an API can answer 422 naming every
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -61,6 +62,27 @@ PRECISIONS = {
 # Settings a recipe supplies when the caller leaves them out (see ml.recipes.Recipe).
 RECIPE_DEFAULTS = ("epochs", "schedule", "label_smoothing", "weight_decay", "small_image_size",
                    "small_epochs")
+# Settings a config may leave blank (None) for its recipe's own: the stored config keeps the
+# blank (the run followed its recipe), and ``effective`` fills it wherever it is used.
+RECIPE_FILLED = ("image_size", "learning_rate")
+
+
+def effective(config: TrainConfig | Mapping[str, Any], name: str) -> Any:
+    """The value a run uses for ``name`` (one of RECIPE_FILLED): the config's own, else its
+    recipe's; None for a stored config whose recipe is unknown.
+
+    The one place these blanks are filled: training, the form's checks and the pages agree.
+    """
+    if name not in RECIPE_FILLED:
+        raise ValueError(f"{name!r} is not filled from the recipe: one of {RECIPE_FILLED}")
+    from ml.recipes import RECIPES  # late import, as in parse_config
+
+    values = asdict(config) if isinstance(config, TrainConfig) else config
+    if values.get(name):
+        return values.get(name)
+    recipe = RECIPES.get(values.get("recipe"))
+    return getattr(recipe, name) if recipe else None
+
 
 # (type, min, max); None bounds are open. Integers must be integers, not 3.5.
 BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
@@ -174,7 +196,7 @@ def _check_small_images(values: dict[str, Any], given: set[str], recipe: Any,
         if small_epochs and "small_epochs" in given:
             errors["small_epochs"] = "needs a small image size: set both, or neither"
         return
-    full = values.get("image_size") or (recipe.image_size if recipe else None)
+    full = effective({"recipe": DEFAULT_RECIPE, **values}, "image_size")
     problem = None
     if recipe is not None and not recipe.any_size:
         problem = (f"{recipe.name} takes one image size only; progressive resizing needs a "

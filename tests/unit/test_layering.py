@@ -135,7 +135,7 @@ def test_ml_never_imports_web_or_queue_packages():
 def test_importing_ml_does_not_load_tensorflow():
     modules = ["ml", "ml.cli", "ml.config", "ml.data", "ml.evaluate", "ml.events",
                "ml.model_io", "ml.pipeline", "ml.predict", "ml.recipes", "ml.tf_env", "ml.train",
-               "ml.fetch", "ml.disk", "ml.formats", "ml.device"]
+               "ml.fetch", "ml.disk", "ml.formats", "ml.device", "ml.event_callback"]
     code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
             "print(sorted(m for m in ('tensorflow', 'keras', 'flask', 'celery') "
             "if m in sys.modules))")

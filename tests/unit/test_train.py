@@ -8,8 +8,9 @@ from itertools import pairwise
 import pytest
 
 from ml.errors import ConfigError, DatasetError
+from ml.event_callback import LOSS_TIE_MIN_DELTA, is_better_epoch
 from ml.events import EVENT_TYPES
-from ml.train import LOSS_TIE_MIN_DELTA, is_better_epoch, train
+from ml.train import train
 
 FAST = {"image_size": 32, "batch_size": 8, "augment": False}
 
@@ -89,14 +90,14 @@ def test_the_checkpoint_keeps_the_clearly_more_confident_of_equal_epochs(tmp_pat
     """The real callback, fed chosen epoch results: the weights kept are epoch 2's."""
     import numpy as np
 
+    from ml.event_callback import make_event_callback
     from ml.events import LocalLog
     from ml.recipes import build_model
-    from ml.train import _make_event_callback
 
     model = build_model("fast_cnn", 32, augment=False)
     events: list[dict] = []
     checkpoint = tmp_path / "best.weights.h5"
-    callback = _make_event_callback(
+    callback = make_event_callback(
         LocalLog("r1", events.append), steps=1, batch_size=8, train_count=8,
         should_stop=None, checkpoint_path=checkpoint, early_stopping=None,
         report_lr_cuts=False)
