@@ -92,7 +92,7 @@ demo: install
 	  "$$(find "$(LAB_DATA_DIR)" -type f \( -iname 'dog.*' -o -ipath '$(LAB_DATA_DIR)/*dog*/*' \) | head -n1)"
 	@echo "Full-size training and held-out accuracy: see docs/BENCHMARKS.md"
 
-# The parts one at a time (make run will start them all). Configuration: see README.
+# The parts one at a time (make run will start them all). Configuration: docs/CONFIGURATION.md.
 web: install
 	$(PY) -m dashboard
 

@@ -111,7 +111,7 @@ def test_a_bad_option_is_answered_before_tensorflow_is_loaded(tmp_path):
 
 
 def test_every_config_key_is_a_train_option():
-    """The README says the config keys are `train`'s long options with underscores."""
+    """docs/CONFIGURATION.md says the config keys are `train`'s long options with underscores."""
     from dataclasses import fields
 
     from ml.cli import _config_from_args, build_parser
