@@ -12,7 +12,7 @@
     type: "bar", x: ["dog", "cat"], y: counts,
     marker: { color: colours },
     text: counts.map((n) => n.toLocaleString()), textposition: "outside", cliponaxis: false,
-    customdata: counts.map((n) => (100 * n / total).toFixed(1) + " %"),
+    customdata: counts.map((n) => Lab.pct(n / total)),
     hovertemplate: "%{x}: %{y:,} photos (%{customdata})<extra></extra>",
   }], Lab.layout("photos", {
     font: { size: 15 },

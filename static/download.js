@@ -1,7 +1,7 @@
 // Dataset tab without a dataset: start the download on a worker and show its progress live.
 (function () {
   "use strict";
-  const { $, mb } = Lab;
+  const { $, mb, pct } = Lab;
   const box = $("download");
   if (!box) return;
   const stateUrl = box.dataset.stateUrl;
@@ -15,12 +15,11 @@
     $("download-progress").hidden = !s || !s.state;
     if (!s || !s.state) return;
     const done = s.done || 0, total = s.total || 0;
-    const pct = total ? Math.min(100, (100 * done) / total) : 0;
-    $("download-bar").style.width = pct.toFixed(1) + "%";
-    box.querySelector(".progress").setAttribute("aria-valuenow", pct.toFixed(0));
+    const share = total ? Math.min(1, done / total) : 0;
+    Lab.setBar($("download-bar"), box.querySelector(".progress"), share);
     const words = {
       queued: "Waiting for a worker…",
-      running: total ? "Downloading: " + mb(done) + " of " + mb(total) + " (" + pct.toFixed(0) + " %)"
+      running: total ? "Downloading: " + mb(done) + " of " + mb(total) + " (" + pct(share, 0) + ")"
                      : "Downloading: " + mb(done) + "…",
       succeeded: "Done: " + (s.summary ? s.summary.total + " photos unpacked." : "unpacked.") +
                  " Loading them…",

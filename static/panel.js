@@ -5,7 +5,7 @@
 // replayed run draws what a live viewer saw.
 (function () {
   "use strict";
-  const { $ } = Lab;
+  const { $, pct } = Lab;
   const card = $("panel-card");
   if (!card) return;
   const panels = new Map();      // epoch -> items
@@ -15,7 +15,6 @@
   let following = true;          // the slider keeps to the newest epoch until moved back
   let figures = [];
 
-  const percent = (v) => Math.round(100 * v) + " %";
   const thumb = (rel) => "/photos/thumb/" + rel.split("/").map(encodeURIComponent).join("/");
 
   function build(items) {
@@ -64,9 +63,9 @@
       f.mark.hidden = !wrong;
       f.needle.style.left = (100 * p).toFixed(1) + "%";
       f.bar.setAttribute("aria-valuenow", String(Math.round(100 * p)));
-      f.bar.setAttribute("aria-label", "cat probability " + percent(p));
+      f.bar.setAttribute("aria-label", "cat probability " + pct(p, 0));
       f.caption.textContent = "is a " + truth + " · said " + said + ", " +
-        percent(said === "cat" ? p : 1 - p) + " sure";
+        pct(said === "cat" ? p : 1 - p, 0) + " sure";
     });
     slider.value = String(epoch);
     $("panel-epoch-out").textContent = String(epoch);
@@ -84,7 +83,7 @@
     for (const t of [0, 1]) for (const g of [0, 1]) $("cm-" + t + "-" + g).textContent = cm[t][g];
     const n = cm[0][0] + cm[0][1] + cm[1][0] + cm[1][1];
     $("confusion-epoch").textContent = String(epoch);
-    $("confusion-accuracy").textContent = n ? percent((cm[0][0] + cm[1][1]) / n) : "–";
+    $("confusion-accuracy").textContent = n ? pct((cm[0][0] + cm[1][1]) / n, 0) : "–";
   }
 
   function note(key, epoch, text) {
@@ -119,7 +118,7 @@
       if (runSize && ev.image_size && ev.image_size < runSize) {
         note("small", ev.epoch, "Epoch " + ev.epoch + ": training starts on small " +
           ev.image_size + " px photos. They have " +
-          Math.round(100 * (ev.image_size / runSize) ** 2) + " % of the pixels of " + runSize +
+          pct((ev.image_size / runSize) ** 2, 0) + " of the pixels of " + runSize +
           " px ones, so these epochs go faster; the network is still checked on " + runSize +
           " px photos, the size it will be used at.");
       } else if (runSize && ev.image_size === runSize && notes.has("small")) {

@@ -44,15 +44,14 @@
     const verdict = document.createElement("div");
     verdict.className = "verdict " + result.label;
     verdict.append(face(result.label), (result.label === "cat" ? "Cat" : "Dog") + " · " +
-      (100 * result.confidence).toFixed(1) + " % sure");
+      Lab.pct(result.confidence) + " sure");
     const bar = document.createElement("div");
     bar.className = "confidence";
     bar.setAttribute("role", "meter");
-    bar.setAttribute("aria-valuenow", (100 * result.confidence).toFixed(0));
     bar.setAttribute("aria-label", "confidence");
     const fill = document.createElement("div");
     fill.className = result.label;
-    fill.style.width = (100 * result.confidence).toFixed(1) + "%";
+    Lab.setBar(fill, bar, result.confidence);
     bar.append(fill);
     const detail = document.createElement("p");
     detail.className = "muted small";
@@ -114,8 +113,8 @@
     }
     const second = $("second-model") ? $("second-model").value : "";
     const models = [$("model").value].concat(second && second !== $("model").value ? [second] : []);
-    $("predict-status").textContent = "Looking at " + files.length + " photo" +
-      (files.length > 1 ? "s" : "") + (models.length > 1 ? " with two models" : "") + "…";
+    $("predict-status").textContent = "Looking at " + Lab.plural(files.length, "photo") +
+      (models.length > 1 ? " with two models" : "") + "…";
     try {
       const answers = await Promise.all(models.map((id) => judge(id, files)));
       // Newest batch first, each batch in the order the photos were given; with two

@@ -1,5 +1,5 @@
-// The run page: joins the run's Socket.IO room, replays its stored events, then draws the live
-// ones. The same code replays a finished run. Events are described in ml/events.py.
+// The run page: draws the run's stored events, then the live ones (Lab.watchRun). The same
+// code replays a finished run. Events are described in ml/events.py.
 (function () {
   "use strict";
   const { $, layout, plotConfig, colours: C } = Lab;
@@ -95,21 +95,13 @@
     if (device.kind === "gpu" && device.gpus && device.gpus.length) {
       const gpu = device.gpus[0], count = device.gpus.length;
       return "On " + gpu.name + (count > 1 ? " (1 of " + count + ")" : "") + ", " +
-        (gpu.memory_total_mb / 1024).toFixed(1) + " GB";
+        Lab.gb(gpu.memory_total_mb);
     }
     return "On " + device.name + (device.cores ? " (" + device.cores + " cores)" : "");
   }
 
   const state = { status: root.dataset.status, steps: null, epochs: Number(root.dataset.epochs),
-                  startTs: null, lastSeq: 0, best: null, schedule: "plateau" };
-  const pct = (v, d) => (v === null || v === undefined) ? "–" : (100 * v).toFixed(d) + " %";
-  function clock(seconds) {
-    if (!isFinite(seconds) || seconds < 0) return "–";
-    const s = Math.round(seconds), m = Math.floor(s / 60), h = Math.floor(m / 60);
-    if (h) return h + " h " + String(m % 60).padStart(2, "0") + " min";
-    if (m) return m + " min " + String(s % 60).padStart(2, "0") + " s";
-    return s + " s";
-  }
+                  startTs: null, best: null, schedule: "plateau" };
   function setStatus(status) {
     state.status = status;
     const badge = $("status");
@@ -118,12 +110,11 @@
   }
   function setProgress(done, ts) {
     done = Math.max(0, Math.min(1, done));
-    $("progress-bar").style.width = (100 * done).toFixed(1) + "%";
-    root.querySelector(".progress").setAttribute("aria-valuenow", (100 * done).toFixed(0));
-    $("stat-progress").textContent = pct(done, 0);
+    Lab.setBar($("progress-bar"), root.querySelector(".progress"), done);
+    $("stat-progress").textContent = Lab.pct(done, 0);
     if (state.startTs && done > 0 && done < 1 && active(state.status)) {
       const elapsed = ts - state.startTs;
-      $("stat-eta").textContent = clock(elapsed * (1 - done) / done);
+      $("stat-eta").textContent = Lab.duration(elapsed * (1 - done) / done);
     } else if (done >= 1 || !active(state.status)) {
       $("stat-eta").textContent = "–";
     }
@@ -194,7 +185,7 @@
     epoch(ev) {
       if (ev.gpu) {
         $("device").textContent = deviceText(state.device) + " · GPU " + ev.gpu.utilisation_pct +
-          " % busy, " + (ev.gpu.memory_used_mb / 1024).toFixed(1) + " GB in use";
+          " % busy, " + Lab.gb(ev.gpu.memory_used_mb) + " in use";
       }
       push("loss-chart", 1, ev.epoch, ev.loss);
       push("loss-chart", 2, ev.epoch, ev.val_loss);
@@ -211,7 +202,7 @@
     },
     checkpoint(ev) {
       state.best = ev.val_accuracy;
-      $("stat-best").textContent = pct(ev.val_accuracy, 1);
+      $("stat-best").textContent = Lab.pct(ev.val_accuracy, 1);
     },
     lr_reduced(ev) {
       push("lr-chart", 1, ev.epoch, ev.new_lr);
@@ -281,8 +272,6 @@
   }
 
   function onEvent(ev) {
-    if (ev.run_id !== runId || ev.seq <= state.lastSeq) return;
-    state.lastSeq = ev.seq;
     const handle = handlers[ev.type];
     if (handle) handle(ev);
     // The page's other views of the run (static/panel.js) take the same events.
@@ -293,10 +282,9 @@
     $("live-dot").className = "live-dot" + (on ? " on" : "");
     $("live-text").textContent = text;
   }
-  const socket = io({ transports: ["websocket", "polling"] });
-  socket.on("connect", () => {
-    socket.emit("join", { run_id: runId, after: state.lastSeq }, (reply) => {
-      if (reply && reply.ok) {
+  Lab.watchRun(runId, onEvent, {
+    onJoin(reply) {
+      if (reply.ok) {
         // The reply follows the replayed events: draw them now, so "replayed" means drawn.
         if (frame) flush();
         liveState(true, active(state.status) ? "live" : "replayed");
@@ -304,12 +292,12 @@
         if (reply.queue_position) showPlace({ run_id: runId, queue_position: reply.queue_position });
       } else {
         liveState(false, "not connected");
-        Lab.showError("live-error", (reply && reply.error) || "Could not watch this run.");
+        Lab.showError("live-error", reply.error || "Could not watch this run.");
       }
-    });
+    },
+    onDisconnect: () => liveState(false, "reconnecting…"),
+    on: { queue_position: showPlace },
   });
-  socket.on("disconnect", () => liveState(false, "reconnecting…"));
-  socket.on("run_event", onEvent);
 
   // While queued, the place in the queue: the server pushes {run_id, queue_position} to the
   // run's room whenever the queue changes (queue_position null once the run has left it).
@@ -322,7 +310,6 @@
       ? "Waiting in the queue: position " + place + "…"
       : "Out of the queue: starting…";
   }
-  socket.on("queue_position", showPlace);
 
   // Cancel asks first, in the page (one tap on a phone must not end someone's run).
   const cancel = $("cancel");

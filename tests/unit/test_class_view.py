@@ -183,12 +183,17 @@ def test_home_state_live_run_queue_and_empty_states(client, service):
 
 def test_pages_render_with_nav_and_projector_mode(client, service):
     add_run(service, "eve", HOSTILE, 0.6)
-    for path, marker in (("/", 'id="home"'), ("/leaderboard", 'id="leaderboard-page"'),
-                         ("/class", 'id="class-page"')):
+    for path, marker, script in (("/", 'id="home"', "home.js"),
+                                 ("/leaderboard", 'id="leaderboard-page"', "leaderboard.js"),
+                                 ("/class", 'id="class-page"', "class.js")):
         page = client.get(path)
         assert page.status_code == 200, path  # "/" is the home page, not a redirect
         html = page.get_data(as_text=True)
-        assert marker in html and 'class="topbar"' in html and "board.js" in html
+        # Each page loads its own script (and the board's shared one), not the others'.
+        assert marker in html and 'class="topbar"' in html and f"/static/{script}" in html
+        assert "/static/board_common.js" in html
+        others = {"home.js", "leaderboard.js", "class.js"} - {script}
+        assert not any(f"/static/{other}" in html for other in others), path
         assert 'class="present"' not in html and HOSTILE not in html
         present = client.get(path + "?present=1").get_data(as_text=True)
         assert '<body data-tab="' in present and 'class="present"' in present
