@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.curve import load as load_curve  # noqa: E402
+from core.settings import load_ml_options  # noqa: E402
 from ml.data import scan, split_frame  # noqa: E402
 from ml.evaluate import evaluate  # noqa: E402
 from ml.model_io import MODEL_FILE  # noqa: E402
@@ -136,7 +137,8 @@ def main() -> int:
 
     started = time.monotonic()
     summary = train(config, train_dir, out, on_event=on_event, resume_dir=resume_dir,
-                    photo_cache_dir=args.photo_cache)
+                    photo_cache_dir=args.photo_cache,
+                    options=load_ml_options())  # LAB_CACHE_MB and the like, as a worker's
     wall = time.monotonic() - started
     report = evaluate(out / MODEL_FILE, test_dir)
     metrics = summary["metrics"]

@@ -518,7 +518,7 @@ def run_class(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         stored = {}
         for _, lc in accepted:
             row = store.get_run(lc.run_id) or {}
-            stored[lc.run_id] = {"address": (row.get("client") or "?").split("/")[0],
+            stored[lc.run_id] = {"address": (row.get("launched_from") or "?").split("/")[0],
                                  "owner": row.get("owner")}
         store.engine.dispose()
         return build_result(args, students, runs, stored, log_problems(parts), config,

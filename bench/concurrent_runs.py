@@ -38,6 +38,7 @@ log = logging.getLogger("bench.concurrent_runs")
 
 def _child(args: argparse.Namespace) -> int:
     """One run, as a worker trains it; prints its figures as one JSON line."""
+    from core.settings import load_ml_options
     from ml.tf_env import import_tensorflow_quietly, limit_threads
     from ml.train import train
 
@@ -47,7 +48,8 @@ def _child(args: argparse.Namespace) -> int:
     config = {"recipe": args.recipe, "image_size": args.image_size, "epochs": args.epochs,
               "limit": args.limit, "seed": args.seed}
     summary = train(config, args.data, args.out,
-                    photo_cache_dir=args.photo_cache or None)
+                    photo_cache_dir=args.photo_cache or None,
+                    options=load_ml_options())  # LAB_CACHE_MB and the like, as a worker gets
     card = json.loads((Path(args.out) / "card.json").read_text())
     print(json.dumps({
         "images_per_s": summary["metrics"]["images_per_s"],

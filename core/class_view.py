@@ -1,30 +1,23 @@
 """Read-only queries for the class's views (home, leaderboard, what the class learned).
 
 Only reads of the ``runs`` table: which runs finished well, which train now, which wait
-and in what order. Ranking and wording are the dashboard's (``dashboard/board.py``).
+and in what order. The ranking is ``core.ranking``'s, the wording the dashboard's
+(``dashboard.class_board``).
 """
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
 from sqlalchemy import func, select
 
-from core.store import RunStore, runs
+from core.store import RunStore, run_dict, runs
 
 # The columns the class views read: never the error text or the worker's bookkeeping.
 _COLUMNS = (runs.c.id, runs.c.status, runs.c.owner, runs.c.owner_name, runs.c.recipe,
             runs.c.config, runs.c.summary, runs.c.best_val_accuracy, runs.c.created,
             runs.c.started, runs.c.finished, runs.c.epochs_done)
-
-
-def _row(row) -> dict[str, Any]:
-    run = dict(row._mapping)
-    run["config"] = json.loads(run["config"])
-    run["summary"] = json.loads(run["summary"]) if run.get("summary") else None
-    return run
 
 
 # The finished runs, read again only when one more finished or one was (un)archived: every
@@ -59,7 +52,7 @@ def finished_runs(store: RunStore) -> list[dict[str, Any]]:
             return cached[1]
         found = []
         for row in conn.execute(query):
-            run = _row(row)
+            run = run_dict(row)
             run["summary"] = {"counts": (run["summary"] or {}).get("counts") or {}}
             found.append(run)
     with _finished_lock:
@@ -72,7 +65,7 @@ def running_runs(store: RunStore) -> list[dict[str, Any]]:
     query = (select(*_COLUMNS).where(runs.c.status == "running")
              .order_by(runs.c.started.desc(), runs.c.id))
     with store.engine.connect() as conn:
-        return [_row(row) for row in conn.execute(query)]
+        return [run_dict(row) for row in conn.execute(query)]
 
 
 def next_in_queue(store: RunStore, limit: int) -> tuple[list[dict[str, Any]], int]:
@@ -83,7 +76,7 @@ def next_in_queue(store: RunStore, limit: int) -> tuple[list[dict[str, Any]], in
     if not wanted:
         return [], len(order)
     with store.engine.connect() as conn:
-        found = {row.id: _row(row) for row in conn.execute(
+        found = {row.id: run_dict(row) for row in conn.execute(
             select(*_COLUMNS).where(runs.c.id.in_(wanted)))}
     upcoming = []
     for position, run_id in enumerate(wanted, start=1):
@@ -105,4 +98,4 @@ def latest_run(store: RunStore, status: str) -> dict[str, Any] | None:
              .order_by(runs.c.created.desc()).limit(1))
     with store.engine.connect() as conn:
         row = conn.execute(query).first()
-    return _row(row) if row is not None else None
+    return run_dict(row) if row is not None else None

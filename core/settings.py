@@ -1,16 +1,21 @@
-"""Configuration shared by the web process and the workers, read from the environment.
+"""Configuration shared by the web process, the workers and ``make run``: the one place that
+reads the environment (tests/unit/test_settings.py checks that nothing else does).
 
 Every setting has a local default so ``make run`` needs none of them. Relative paths are
-taken from the project root, so web and worker agree whichever folder they start in.
+taken from the project root, so web and worker agree whichever folder they start in. What
+the ml library needs (weights, Kaggle, the photo cache's budget) is read into its own
+``ml.options.MlOptions``, which callers hand on to it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
+
+from ml.options import DEFAULT_CACHE_MB, DEFAULT_WEIGHTS_BASE_URL, KAGGLE_API, MlOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,6 +23,8 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATA_DIR = "../shared/data/dogs-vs-cats/train"
 DEFAULT_MODELS_DIR = "models"
 DEFAULT_STATE_DIR = "lab-data"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
 
 
 def _path(value: str) -> Path:
@@ -55,15 +62,16 @@ class Settings:
     lost_after_s: float = 60.0
     state_dir: Path = ROOT / DEFAULT_STATE_DIR
     # Launching and cancelling others' runs need this when set; an open lab when None.
-    passcode: str | None = None
-    secret_key: str | None = None  # signs session cookies; kept in state_dir when unset
+    passcode: str | None = field(default=None, repr=False)
+    # Signs session cookies; kept in state_dir when unset.
+    secret_key: str | None = field(default=None, repr=False)
     # Reverse proxies in front of the web process that append to X-Forwarded-For (and set
-    # X-Forwarded-Proto/Host): the client address is the entry that many from the right.
+    # X-Forwarded-Proto/Host): the caller's address is the entry that many from the right.
     trusted_proxies: int = 0
     # Queued or running runs per address, for a public lab; 0 (the default): no such cap.
-    max_active_per_client: int = 0
-    # Queued or running runs per person (browser), and queued runs in all; 0: no cap.
-    max_runs_per_student: int = 2
+    max_active_per_address: int = 0
+    # Queued or running runs per owner (a browser), and queued runs in all; 0: no cap.
+    max_runs_per_owner: int = 2
     max_queued: int = 60
     # Whether launching needs the passcode (always True when a passcode is set by hand,
     # False when make run made one up: the class launches, the instructor controls).
@@ -75,7 +83,8 @@ class Settings:
     # Each training process's share of a GPU's memory; 0: as much as it grows to need.
     gpu_memory_mb: int = 0
     # Training workers make run starts (0: one per GPU times runs_per_gpu, or on a CPU
-    # machine the measured default, launcher.lab.default_workers); runs sharing each GPU.
+    # machine one per launcher.workers.CORES_PER_CPU_WORKER cores, as measured:
+    # launcher.workers.plan_workers); runs sharing each GPU.
     workers: int = 0
     runs_per_gpu: int = 1
     # CPU threads each training process may use (0: all): several workers on one machine
@@ -83,6 +92,14 @@ class Settings:
     train_threads: int = 0
     # Decoded photos shared by every run (ml.photo_cache), in state_dir/photo-cache.
     photo_cache: bool = True
+    # Where the web process listens (python -m dashboard, make run) and how much it logs.
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    log_level: str = "INFO"
+    # Where the Dataset tab's download takes the archive from instead (a mirror).
+    dataset_url: str | None = None
+    # What the ml library is told: weights, Kaggle, the pipeline's cache budget.
+    ml: MlOptions = field(default_factory=MlOptions)
 
     @property
     def photo_cache_dir(self) -> Path | None:
@@ -101,11 +118,41 @@ class Settings:
         return f"kitten-puppy-lab:db{db}:live"
 
 
+def _env(env: Mapping[str, str] | None) -> Mapping[str, str]:
+    return os.environ if env is None else env
+
+
+def given_database_url(env: Mapping[str, str] | None = None) -> str | None:
+    """``DATABASE_URL`` when set (the Alembic command line puts it before its ini file's)."""
+    return _env(env).get("DATABASE_URL") or None
+
+
+def given_passcode(env: Mapping[str, str] | None = None) -> str | None:
+    """``LAB_PASSCODE`` as set, even empty (an open lab, on purpose); None when unset
+    (``make run`` then makes one up)."""
+    return _env(env).get("LAB_PASSCODE")
+
+
+def load_ml_options(env: Mapping[str, str] | None = None) -> MlOptions:
+    """The ml library's options from ``LAB_WEIGHTS_BASE_URL``, ``LAB_WEIGHTS_DIR``,
+    ``LAB_CACHE_MB``, ``KAGGLE_USERNAME``, ``KAGGLE_KEY``, ``KAGGLE_CONFIG_DIR`` and
+    ``LAB_KAGGLE_API`` (the command line reads only these)."""
+    env = _env(env)
+    return MlOptions(
+        weights_base_url=env.get("LAB_WEIGHTS_BASE_URL") or DEFAULT_WEIGHTS_BASE_URL,
+        weights_dir=env.get("LAB_WEIGHTS_DIR") or None,
+        cache_mb=int(_number(env, "LAB_CACHE_MB", DEFAULT_CACHE_MB, whole=True)),
+        kaggle_username=env.get("KAGGLE_USERNAME") or None,
+        kaggle_key=env.get("KAGGLE_KEY") or None,
+        kaggle_config_dir=env.get("KAGGLE_CONFIG_DIR") or None,
+        kaggle_api=env.get("LAB_KAGGLE_API") or KAGGLE_API)
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Settings from ``REDIS_URL``, ``DATABASE_URL``, ``LAB_DATA_DIR``, ``LAB_MODELS_DIR``..."""
-    env = os.environ if env is None else env
+    env = _env(env)
     state_dir = _path(env.get("LAB_STATE_DIR") or DEFAULT_STATE_DIR)
-    database_url = env.get("DATABASE_URL") or f"sqlite:///{state_dir / 'lab.sqlite3'}"
+    database_url = given_database_url(env) or f"sqlite:///{state_dir / 'lab.sqlite3'}"
     return Settings(
         redis_url=env.get("REDIS_URL") or DEFAULT_REDIS_URL,
         database_url=database_url,
@@ -117,21 +164,27 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         passcode=env.get("LAB_PASSCODE") or None,
         secret_key=env.get("LAB_SECRET_KEY") or None,
         trusted_proxies=_trusted_proxies(env),
-        max_active_per_client=int(_number(
+        # LAB_MAX_QUEUED_PER_CLIENT is the older name of LAB_MAX_QUEUED_PER_ADDRESS.
+        max_active_per_address=int(_number(
             env, "LAB_MAX_QUEUED_PER_ADDRESS" if env.get("LAB_MAX_QUEUED_PER_ADDRESS")
             else "LAB_MAX_QUEUED_PER_CLIENT", 0, whole=True)),
-        max_runs_per_student=int(_number(env, "LAB_MAX_RUNS_PER_STUDENT", 2, whole=True)),
+        max_runs_per_owner=int(_number(env, "LAB_MAX_RUNS_PER_STUDENT", 2, whole=True)),
         max_queued=int(_number(env, "LAB_MAX_QUEUED", 60, whole=True)),
         lock_launch=_switch(env, "LAB_LOCK_LAUNCH", default=bool(env.get("LAB_PASSCODE"))),
         allowed_origins=tuple(o.strip().rstrip("/") for o in
                               env.get("LAB_ALLOWED_ORIGINS", "").split(",") if o.strip()),
         session_cookie=env.get("LAB_SESSION_COOKIE")
-        or f"lab_session_{env.get('LAB_PORT') or '5000'}",
+        or f"lab_session_{env.get('LAB_PORT') or DEFAULT_PORT}",
         gpu_memory_mb=int(_number(env, "LAB_GPU_MEMORY_MB", 0, whole=True)),
         workers=int(_number(env, "LAB_WORKERS", 0, whole=True)),
         runs_per_gpu=max(1, int(_number(env, "LAB_RUNS_PER_GPU", 1, whole=True))),
         train_threads=int(_number(env, "LAB_TRAIN_THREADS", 0, whole=True)),
         photo_cache=_switch(env, "LAB_PHOTO_CACHE", default=True),
+        host=env.get("LAB_HOST") or DEFAULT_HOST,
+        port=int(_number(env, "LAB_PORT", DEFAULT_PORT, whole=True)),
+        log_level=env.get("LAB_LOG_LEVEL") or "INFO",
+        dataset_url=env.get("LAB_DATASET_URL") or None,
+        ml=load_ml_options(env),
     )
 
 

@@ -1,7 +1,7 @@
 """The run store: every run and every event it emitted, in SQL (SQLite file or PostgreSQL).
 
 Data access only; the rules (who may move a run where, and when) are the runs service's
-(:mod:`core.runs`). The web process and the workers share it. Every change of a run that
+(:mod:`core.run_service`). The web process and the workers share it. Every change of a run that
 tells viewers something is one transaction of two statements: a conditional UPDATE of the
 run that also bumps its ``last_seq``, then the INSERT of the event with that seq. The UPDATE
 takes the row's write lock (the database's, on SQLite) until the commit, so two writers can
@@ -72,7 +72,9 @@ runs = Table(
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("best_val_accuracy", Float),
     Column("epochs_done", Integer, nullable=False, default=0),
-    Column("client", String(64)),
+    # "<address>/<owner>" ("<address>/~<owner>" without the session cookie): what the
+    # per-address caps count (dashboard.access).
+    Column("launched_from", String(64)),
     # The highest seq stored for this run: events are numbered by bumping it in the same
     # transaction that inserts the event, so two writers can never take the same seq.
     Column("last_seq", Integer, nullable=False, default=0, server_default="0"),
@@ -127,11 +129,14 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-def _run_dict(row) -> dict[str, Any]:
+def run_dict(row) -> dict[str, Any]:
+    """A ``runs`` row as the store hands it out: JSON columns decoded, its duration so far,
+    no queue position yet. A row of some columns only (the class views') works too."""
     run = dict(row._mapping)
     run["config"] = json.loads(run["config"])
-    run["summary"] = json.loads(run["summary"]) if run["summary"] else None
-    run["cancel_requested"] = bool(run["cancel_requested"])
+    run["summary"] = json.loads(run["summary"]) if run.get("summary") else None
+    if "cancel_requested" in run:
+        run["cancel_requested"] = bool(run["cancel_requested"])
     end = run["finished"] or (time.time() if run["status"] == "running" else None)
     run["duration_s"] = (end - run["started"]) if run["started"] and end else None
     run["queue_position"] = None
@@ -156,7 +161,7 @@ class RunStore:
     # -- writes -----------------------------------------------------------------------------
 
     def insert_run(self, run_id: str, config: dict[str, Any], first: Body, *,
-                   client: str | None = None, owner: str | None = None,
+                   launched_from: str | None = None, owner: str | None = None,
                    owner_name: str | None = None) -> Event:
         """A new queued run with its first event (seq 1), in one transaction."""
         now = time.time()
@@ -164,8 +169,8 @@ class RunStore:
         with self.engine.begin() as conn:
             conn.execute(insert(runs).values(
                 id=run_id, created=now, status="queued", config=json.dumps(config),
-                cancel_requested=False, epochs_done=0, client=client, last_seq=1,
-                owner=owner, owner_name=owner_name, recipe=config.get("recipe")))
+                cancel_requested=False, epochs_done=0, launched_from=launched_from,
+                last_seq=1, owner=owner, owner_name=owner_name, recipe=config.get("recipe")))
             conn.execute(insert(events).values(_event_row(ev)))
         return ev
 
@@ -220,7 +225,7 @@ class RunStore:
             row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
             if row is None:
                 return None
-            run = _run_dict(row)
+            run = run_dict(row)
         if run["status"] == "queued":
             run["queue_position"] = self.queue_positions().get(run_id)
         return run
@@ -263,7 +268,7 @@ class RunStore:
         if limit:
             query = query.limit(limit)
         with self.engine.connect() as conn:
-            found = [_run_dict(row) for row in conn.execute(query)]
+            found = [run_dict(row) for row in conn.execute(query)]
             total = len(found) if not limit and not offset else int(conn.execute(
                 select(func.count()).select_from(runs).where(*conditions)).scalar_one())
         if any(r["status"] == "queued" for r in found):
@@ -296,12 +301,13 @@ class RunStore:
         last = self.last_started(sorted({r["owner"] for r in queued if r["owner"]}))
         return {run_id: n for n, run_id in enumerate(fair_order(queued, last), start=1)}
 
-    def count_active(self, *, client_prefix: str) -> int:
-        """Queued or running runs launched by clients whose id starts with this prefix."""
+    def count_active(self, *, launched_from_prefix: str) -> int:
+        """Queued or running runs whose ``launched_from`` starts with this prefix."""
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(runs).where(
                 runs.c.status.in_(ACTIVE),
-                runs.c.client.startswith(client_prefix, autoescape=True))).scalar_one())
+                runs.c.launched_from.startswith(launched_from_prefix, autoescape=True))
+            ).scalar_one())
 
     def run_ids(self, *, status: str, worker: str | None = None,
                 heartbeat_before: float | None = None) -> list[str]:

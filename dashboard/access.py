@@ -92,8 +92,13 @@ def _fingerprint(passcode: str) -> str:
 
 def address() -> str:
     """The caller's address: the peer's, or behind LAB_TRUSTED_PROXIES the entry those
-    proxies appended to X-Forwarded-For (ProxyFix), never one the client wrote itself."""
+    proxies appended to X-Forwarded-For (ProxyFix), never one the caller wrote itself."""
     return (request.remote_addr or "unknown")[:45]
+
+
+# Where the session keeps the browser's id: named "client" since the first labs, and kept
+# so, since renaming it would make every browser a stranger to the runs it launched.
+OWNER_KEY = "client"
 
 
 def owner_id(*, create: bool = True) -> str | None:
@@ -101,18 +106,18 @@ def owner_id(*, create: bool = True) -> str | None:
 
     Without ``create``, None for a browser that has none yet (it launched nothing).
     """
-    browser = session.get("client")
-    if not isinstance(browser, str):
+    owner = session.get(OWNER_KEY)
+    if not isinstance(owner, str):
         if not create:
             return None
-        browser = secrets.token_hex(8)
-        session["client"] = browser
-    return browser
+        owner = secrets.token_hex(8)
+        session[OWNER_KEY] = owner
+    return owner
 
 
-# Marks, in a run's ``client``, a launch that came without the session cookie: a script
-# that keeps no cookies is a new browser at every request, so such launches from one
-# address are counted together, as one student's.
+# Marks, in a run's ``launched_from``, a launch that came without the session cookie: a
+# script that keeps no cookies is a new browser at every request, so such launches from one
+# address are counted together, as one owner's.
 NO_COOKIE = "~"
 
 
@@ -122,9 +127,9 @@ def sent_session_cookie() -> bool:
     return current_app.config["SESSION_COOKIE_NAME"] in request.cookies
 
 
-def client_id() -> str:
-    """``<address>/<browser id>``, stored with a run (the per-address cap counts it);
-    ``<address>/~<browser id>`` for a launch without the session cookie."""
+def launched_from() -> str:
+    """``<address>/<owner>``, stored with a run (the per-address caps count it);
+    ``<address>/~<owner>`` for a launch without the session cookie."""
     marker = "" if sent_session_cookie() else NO_COOKIE
     return f"{address()}/{marker}{owner_id()}"
 
@@ -271,14 +276,14 @@ def check_caps(store) -> None:
     if is_instructor():
         return
     settings = lab_settings()
-    cap = settings.max_runs_per_student
+    cap = settings.max_runs_per_owner
     mine = store.count_runs(statuses=ACTIVE, owner=owner_id()) if cap > 0 else 0
     if cap > 0 and mine >= cap:
         raise Denied(429, f"you already have {mine} run{'s' * (mine != 1)} queued or "
                           f"training (at most {cap} each); wait for one to finish or cancel "
                           f"one")
     if cap > 0 and not sent_session_cookie():
-        cookieless = store.count_active(client_prefix=f"{address()}/{NO_COOKIE}")
+        cookieless = store.count_active(launched_from_prefix=f"{address()}/{NO_COOKIE}")
         if cookieless >= cap:
             raise Denied(429, f"launches without the lab's cookie from this address already "
                               f"have {cookieless} run{'s' * (cookieless != 1)} queued or "
@@ -289,9 +294,9 @@ def check_caps(store) -> None:
             settings.max_queued:
         raise Denied(429, f"the queue is full ({settings.max_queued} runs waiting); try "
                           f"again when some have started")
-    per_address = settings.max_active_per_client
+    per_address = settings.max_active_per_address
     if per_address > 0:
-        active = store.count_active(client_prefix=address() + "/")
+        active = store.count_active(launched_from_prefix=address() + "/")
         if active >= per_address:
             raise Denied(429, f"this address already has {active} run{'s' * (active != 1)} "
                               f"queued or training (at most {per_address} at a time); wait "

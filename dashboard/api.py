@@ -1,5 +1,6 @@
 """The JSON API, every ``/api/...`` route: runs (launch, list, inspect, events, cancel),
-the instructor's controls (queue, launching, archive), predict, the dataset download, health.
+the instructor's controls (queue, launching, archive), the class's views (home, leaderboard,
+class), predict, the dataset download, health.
 
 Errors are JSON ``{"error": "one sentence"}`` (plus ``fields`` for a 422), never a page or a
 traceback. Runs change only through the runs service.
@@ -8,18 +9,18 @@ traceback. Runs change only through the runs service.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from flask import Blueprint, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from core import downloads
-from core.runs import QueueDown
-from dashboard import access, predict, run_list
+from core.run_service import QueueDown
+from dashboard import access, class_board, predict, run_query
 from dashboard.helpers import BadArgument, int_arg, json_error, lab_settings, run_service
+from dashboard.launching import REDIS_DOWN, launch
 from dashboard.security import CrossSite
-from ml.config import TrainConfig, parse_config
+from ml.config import parse_config
 from ml.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -27,15 +28,14 @@ log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 MAX_EVENTS_PER_PAGE = 5000
-REDIS_DOWN = ("the job queue (Redis) is not reachable, so the run cannot be queued; "
-              "start redis-server (make run does) and try again")
+# Bookkeeping a run's API answer leaves out: who launched it from where is for the caps.
+HIDDEN = ("heartbeat", "launched_from", "last_seq", "owner")
 
 
 def public(run: dict[str, Any], *, history: bool = True) -> dict[str, Any]:
     """A run as the API shows it (internal bookkeeping left out; the epoch history only
     where one run is asked for, since a list of hundreds of runs would carry all of theirs)."""
-    shown = {k: v for k, v in run.items()
-             if k not in ("heartbeat", "client", "last_seq", "owner")}
+    shown = {k: v for k, v in run.items() if k not in HIDDEN}
     shown["mine"] = access.owns(run)
     if not history and shown.get("summary"):
         shown["summary"] = {k: v for k, v in shown["summary"].items() if k != "history"}
@@ -68,26 +68,6 @@ def _unexpected(exc: Exception):
     return json_error(500, "something went wrong on the server; the details are in its log")
 
 
-# The lab has one web process: launches are checked against the cap and stored one at a
-# time, so 30 sent at once cannot all pass a count taken before any of them was stored.
-_launch_lock = threading.Lock()
-
-
-def launch(config: TrainConfig) -> dict[str, Any]:
-    """Check the caller may launch, then create and queue the run; the run as stored.
-
-    Used by the API and the Train form. Raises access.Denied when the caller lacks the
-    passcode or has too many runs waiting, and QueueDown, leaving no trace, when Redis
-    cannot take the task.
-    """
-    service = run_service()
-    access.require_launch_rights()
-    client, owner, name = access.client_id(), access.owner_id(), access.display_name()
-    with _launch_lock:
-        access.check_caps(service.store)
-        return service.create(config.to_dict(), client=client, owner=owner, owner_name=name)
-
-
 # -- runs -------------------------------------------------------------------------------------
 
 
@@ -115,11 +95,11 @@ def create_run():
 @bp.get("/runs")
 def list_runs():
     """Runs, newest first, filtered, sorted and paged by the query parameters of the Runs
-    tab (``dashboard.run_list``); every run when no ``page`` or ``per_page`` is given."""
-    view, _ = run_list.parse(request.args, mine_default=False, paged=False, lenient=False)
+    tab (``dashboard.run_query``); every run when no ``page`` or ``per_page`` is given."""
+    view, _ = run_query.parse(request.args, mine_default=False, paged=False, lenient=False)
     if view.archived:
         access.require_passcode("listing archived runs")
-    found, total = run_list.find(run_service().store, view)
+    found, total = run_query.find(run_service().store, view)
     return jsonify({"runs": [public(r, history=False) for r in found], "total": total,
                     "page": view.page, "per_page": view.per_page or max(total, 1)})
 
@@ -258,6 +238,35 @@ def unlock_launching():
     access.require_passcode("unlocking launching")
     run_service().lock_launching(False, by=_by())
     return lab_state()
+
+
+# -- the class's views ------------------------------------------------------------------------
+
+
+def _fresh(body: dict[str, Any]):
+    """JSON that browsers revalidate on every poll: an unchanged board costs a 304."""
+    resp = jsonify(body)
+    resp.headers["Cache-Control"] = "no-cache"
+    resp.add_etag()
+    return resp.make_conditional(request)
+
+
+@bp.get("/home")
+def api_home():
+    """What the home page shows: the live run, the queue, the top of the leaderboard."""
+    return _fresh(class_board.home_state())
+
+
+@bp.get("/leaderboard")
+def api_leaderboard():
+    """Each person's best finished run, ranked."""
+    return _fresh({"entries": class_board.leaderboard()})
+
+
+@bp.get("/class")
+def api_class():
+    """Every finished run's settings and best accuracy, for what the class learned."""
+    return _fresh({"runs": class_board.class_rows()})
 
 
 # -- predict ----------------------------------------------------------------------------------

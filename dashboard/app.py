@@ -13,7 +13,7 @@ from flask_socketio import SocketIO
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from core.bus import Publisher
-from core.runs import RunService
+from core.run_service import RunService
 from core.settings import Settings, load_settings
 from core.store import RunStore
 from dashboard import filters
@@ -63,9 +63,9 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
 
     security.init_app(app)  # after Socket.IO: ProxyFix must wrap its middleware too
 
-    from dashboard import api, assets, board, dataset, photos, predict, runs, train
+    from dashboard import api, assets, board, dataset, photos, predict, run_pages, train_form
 
-    for module in (api, access, assets, board, dataset, photos, train, runs, predict):
+    for module in (api, access, assets, board, dataset, photos, train_form, run_pages, predict):
         app.register_blueprint(module.bp)
     filters.register(app)
     _register_error_pages(app)

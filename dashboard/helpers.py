@@ -13,7 +13,7 @@ def lab_settings():
 
 
 def run_service():
-    """This web process's :class:`core.runs.RunService`."""
+    """This web process's :class:`core.run_service.RunService`."""
     return current_app.extensions["lab_runs"]
 
 

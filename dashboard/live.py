@@ -25,7 +25,7 @@ import socketio
 from flask import Flask, request
 
 from core.bus import EVENT_MESSAGE, QUEUE_MESSAGE
-from core.runs import RunService
+from core.run_service import RunService
 from core.settings import Settings
 from core.store import RunStore
 from ml.events import Event

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import math
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -16,9 +15,10 @@ from typing import Any
 from flask import Blueprint, current_app, render_template
 from werkzeug.datastructures import FileStorage
 
+from core.ranking import accuracy_floor, val_photos
 from core.store import RunStore
 from dashboard.helpers import run_service, sentence
-from dashboard.runs import model_file
+from dashboard.run_pages import model_file
 from ml.errors import ImageError, LabError
 
 log = logging.getLogger(__name__)
@@ -30,25 +30,6 @@ MODEL_CACHE_SIZE = 3
 _models: OrderedDict[str, Any] = OrderedDict()
 _models_lock = threading.Lock()
 _predict_lock = threading.Lock()  # one Grad-CAM at a time: they share the CPU anyway
-
-
-def val_photos(run: dict[str, Any]) -> int | None:
-    """How many validation photos the run's best accuracy was measured on, if known."""
-    n = ((run.get("summary") or {}).get("counts") or {}).get("val")
-    return int(n) if n else None
-
-
-def accuracy_floor(accuracy: float | None, n: int | None, z: float = 1.96) -> float:
-    """The Wilson lower bound of an accuracy measured on ``n`` photos (0 when unknown).
-
-    What a validation score is worth: 8 of 8 right is only sure to be above 68 %, while
-    520 of 540 is sure to be above 94 %, so a long run outranks a lucky tiny one.
-    """
-    if accuracy is None or not n:
-        return 0.0
-    centre = accuracy + z * z / (2 * n)
-    spread = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
-    return (centre - spread) / (1 + z * z / n)
 
 
 def usable_runs(store: RunStore) -> list[dict[str, Any]]:

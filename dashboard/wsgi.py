@@ -14,12 +14,13 @@ never imports TensorFlow at start-up. ``python -m dashboard`` runs the same app 
 from __future__ import annotations
 
 import logging
-import os
 
+from core.settings import load_settings
 from dashboard.app import create_app
 
+settings = load_settings()
 # gunicorn logs its own lines; this sends the app's log records to the same stderr.
-logging.basicConfig(level=os.environ.get("LAB_LOG_LEVEL", "INFO").upper(),
+logging.basicConfig(level=settings.log_level.upper(),
                     format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-app = create_app()
+app = create_app(settings)

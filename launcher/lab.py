@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from core.settings import ROOT, load_settings
+from core.settings import given_passcode, load_settings
 from launcher import processes
 from launcher.workers import plan_workers
 from ml.device import describe_device, device_text
@@ -96,15 +96,15 @@ PASSCODE_WORDS = ("tabby", "beagle", "siamese", "poodle", "calico", "collie", "p
                   "husky", "sphynx", "corgi", "ragdoll", "boxer", "bengal", "spaniel")
 
 
-def instructor_passcode(state_dir: Path) -> tuple[str, bool]:
+def instructor_passcode(state_dir: Path, given: str | None) -> tuple[str, bool]:
     """The lab's passcode and whether this launcher made it up.
 
-    ``LAB_PASSCODE`` wins (empty: an open lab, on purpose). Otherwise, like a notebook
-    server's token, one is made up once and kept in the state folder, so a restart keeps
-    it and the instructor's browser stays unlocked.
+    ``given`` (``LAB_PASSCODE``) wins, even empty (an open lab, on purpose). Otherwise, like
+    a notebook server's token, one is made up once and kept in the state folder, so a
+    restart keeps it and the instructor's browser stays unlocked.
     """
-    if "LAB_PASSCODE" in os.environ:
-        return os.environ["LAB_PASSCODE"], False
+    if given is not None:
+        return given, False
     path = state_dir / "passcode"
     try:
         kept = path.read_text().strip()
@@ -119,18 +119,16 @@ def instructor_passcode(state_dir: Path) -> tuple[str, bool]:
 
 
 def run() -> int:
-    host = os.environ.get("LAB_HOST", "127.0.0.1")
-    port = int(os.environ.get("LAB_PORT", "5000"))
-    state_dir = Path(os.environ.get("LAB_STATE_DIR") or "lab-data")
-    state_dir = state_dir if state_dir.is_absolute() else ROOT / state_dir
+    first = load_settings()
+    host, port, state_dir = first.host, first.port, first.state_dir
     logs = state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    passcode, made_up = instructor_passcode(state_dir)
+    passcode, made_up = instructor_passcode(state_dir, given_passcode())
     os.environ["LAB_PASSCODE"] = passcode  # the parts inherit it
     if made_up:
         # A made-up passcode guards the instructor's controls; the class launches freely.
         os.environ.setdefault("LAB_LOCK_LAUNCH", "0")
-    settings = load_settings()
+    settings = load_settings()  # again: with the passcode and the launch lock it decided
 
     if _port_taken(host, port):
         raise LaunchError(f"port {port} is taken (another lab, or another program); start "

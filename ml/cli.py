@@ -1,7 +1,9 @@
 """Command line: ``python -m ml scan|train|evaluate|predict|download`` (stable forms).
 
 Every error a person can fix exits non-zero with one clear sentence and no traceback
-(``--debug`` shows the traceback).
+(``--debug`` shows the traceback). The one module of ml/ that reads the lab's settings
+(``core.settings.load_ml_options``: weights, Kaggle, the cache budget): the library itself
+is told them.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from core.settings import load_ml_options
 from ml.config import TrainConfig
 from ml.errors import LabError
 from ml.model_io import MODEL_FILE
@@ -108,7 +111,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import_tensorflow_quietly()  # only now: a bad option is answered in a second, not ten
     summary = train(config, args.data, args.out,
                     on_event=_ProgressBar(sys.stderr.isatty() or args.progress),
-                    photo_cache_dir=args.photo_cache)
+                    photo_cache_dir=args.photo_cache, options=args.ml_options)
     metrics = summary["metrics"]
     if args.json:
         _print_json(summary)
@@ -172,7 +175,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
     try:
         summary = download_dataset(args.dest, source=args.source, url=args.url,
-                                   sha256=args.sha256, force=args.force,
+                                   sha256=args.sha256, force=args.force, options=args.ml_options,
                                    on_progress=on_progress)
     finally:
         bar.close()
@@ -252,6 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
+    try:
+        args.ml_options = load_ml_options()  # what the library is told: it reads no settings
+    except ValueError as exc:  # a bad LAB_CACHE_MB: one sentence, like every other error
+        sys.stderr.write(f"error: {exc}\n")
+        return EXIT_ERROR
     if args.command in ("evaluate", "predict"):  # train imports it once its options are read
         import_tensorflow_quietly()
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)

@@ -25,25 +25,27 @@ from typing import Any
 from urllib.parse import urlparse
 
 from ml.errors import DownloadError
+from ml.options import MlOptions
 
 log = logging.getLogger(__name__)
 
 PETIMAGES_URL = ("https://download.microsoft.com/download/3/E/1/"
                  "3E1C3F21-ECDB-4869-8368-6DEBA77B919F/kagglecatsanddogs_5340.zip")
 PETIMAGES_SIZE = 824_887_076  # bytes, as served by Microsoft
-KAGGLE_API = "https://www.kaggle.com/api/v1"
 KAGGLE_COMPETITION = "dogs-vs-cats"
 CHUNK = 1 << 20
 
 Progress = Callable[[int, int | None], None]
 
 
-def kaggle_credentials() -> tuple[str, str] | None:
-    """(username, key) from KAGGLE_USERNAME/KAGGLE_KEY or ~/.kaggle/kaggle.json, else None."""
-    user, key = os.environ.get("KAGGLE_USERNAME"), os.environ.get("KAGGLE_KEY")
-    if user and key:
-        return user, key
-    path = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle") / "kaggle.json"
+def kaggle_credentials(options: MlOptions | None = None) -> tuple[str, str] | None:
+    """(username, key): the account in ``options`` (the defaults when None; the lab's
+    KAGGLE_USERNAME and KAGGLE_KEY) when it has both, else kaggle.json's in its
+    ``kaggle_config_dir`` (KAGGLE_CONFIG_DIR, by default ~/.kaggle), else None."""
+    options = options or MlOptions()
+    if options.kaggle_username and options.kaggle_key:
+        return options.kaggle_username, options.kaggle_key
+    path = Path(options.kaggle_config_dir or Path.home() / ".kaggle") / "kaggle.json"
     try:
         data = json.loads(path.read_text())
         if data.get("username") and data.get("key"):
@@ -153,13 +155,17 @@ def download_dataset(dest: str | os.PathLike[str], *, source: str = "auto",
                      expected_size: int | None = None, force: bool = False,
                      on_progress: Progress | None = None,
                      should_stop: Callable[[], bool] | None = None,
-                     timeout: float = 30) -> dict[str, Any]:
+                     timeout: float = 30, options: MlOptions | None = None
+                     ) -> dict[str, Any]:
     """Download and unpack the dataset into ``dest``; returns the scan summary.
 
     ``source``: ``kaggle`` (needs credentials), ``petimages``, or ``auto`` (Kaggle when
-    credentials exist). ``url`` overrides where the archive comes from.
+    credentials exist). ``url`` overrides where the archive comes from. ``options`` (the
+    defaults when None): the Kaggle account and API address.
     """
     from ml.data import scan
+
+    options = options or MlOptions()
 
     target = Path(dest).expanduser()
     if source not in ("auto", "kaggle", "petimages"):
@@ -174,14 +180,14 @@ def download_dataset(dest: str | os.PathLike[str], *, source: str = "auto",
         what = "photos" if has_photos else "files"
         raise DownloadError(f"{target} already holds {what}; not overwriting them "
                             f"(use --force to replace the folder)")
-    creds = kaggle_credentials()
+    creds = kaggle_credentials(options)
     if source == "kaggle" and creds is None:
         raise DownloadError("no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY, or "
                             "put kaggle.json in ~/.kaggle")
     use_kaggle = source == "kaggle" or (source == "auto" and creds is not None and url is None)
     headers: dict[str, str] = {}
     if use_kaggle:
-        base = os.environ.get("LAB_KAGGLE_API") or KAGGLE_API
+        base = options.kaggle_api
         url = url or f"{base.rstrip('/')}/competitions/data/download-all/{KAGGLE_COMPETITION}"
         token = base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode()
         headers["Authorization"] = f"Basic {token}"

@@ -10,23 +10,21 @@ own preprocessing.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
 
+from ml.options import MlOptions
 from ml.photo_cache import PhotoCache
 
 log = logging.getLogger(__name__)
 
-# Cache decoded images in RAM up to this many bytes (LAB_CACHE_MB overrides).
-DEFAULT_CACHE_MB = 4096
 
-
-def cache_budget_bytes() -> int:
-    """Memory the pipeline may use to cache decoded images."""
-    return int(os.environ.get("LAB_CACHE_MB", DEFAULT_CACHE_MB)) * 1024 * 1024
+def cache_budget_bytes(options: MlOptions | None = None) -> int:
+    """Memory the pipeline may use to cache decoded images: ``options.cache_mb``
+    (the defaults when None, ``ml.options``)."""
+    return (options or MlOptions()).cache_mb * 1024 * 1024
 
 
 def resize_to_uint8(image, image_size: int):
@@ -63,13 +61,14 @@ def decode_many(paths: list[str], image_size: int) -> Iterator[tuple[int, np.nda
 
 def make_dataset(df: pd.DataFrame, image_size: int, batch_size: int, *, shuffle: bool,
                  seed: int = 42, cache: bool | None = None,
-                 photos: PhotoCache | None = None):
+                 photos: PhotoCache | None = None, options: MlOptions | None = None):
     """A batched ``tf.data.Dataset`` of (uint8 image, float label) from a scan DataFrame.
 
     Files that fail to decode despite passing the scan (the scan reads only a file's head
     and tail, so a JPEG with garbage inside gets through) are dropped with a warning
     instead of stopping the run. With ``photos`` (the shared cache of the dataset at this
-    size) the images come from it.
+    size) the images come from it. Without ``cache``, images are cached in RAM when they fit
+    the budget of ``options`` (see :func:`cache_budget_bytes`).
     """
     import tensorflow as tf
 
@@ -77,10 +76,11 @@ def make_dataset(df: pd.DataFrame, image_size: int, batch_size: int, *, shuffle:
         return _from_photo_cache(photos, df, batch_size, shuffle=shuffle, seed=seed)
 
     if cache is None:
-        cache = len(df) * image_size * image_size * 3 <= cache_budget_bytes()
+        budget = cache_budget_bytes(options)
+        cache = len(df) * image_size * image_size * 3 <= budget
         if not cache:
             log.info("not caching %d photos at %d px: over the %d MB budget (LAB_CACHE_MB)",
-                     len(df), image_size, cache_budget_bytes() // 2**20)
+                     len(df), image_size, budget // 2**20)
     paths = df["image_path"].astype(str).to_numpy()
     labels = df["label"].astype("float32").to_numpy()
     ds = tf.data.Dataset.from_tensor_slices((paths, labels))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ml.errors import ModelError, WeightsDownloadError
+from ml.options import MlOptions
 
 log = logging.getLogger(__name__)
 
@@ -158,9 +159,6 @@ def build_res_cnn(image_size: int | None, augment: bool, **_: Any):
 
 
 MOBILENET_WEIGHT_SIZES = (96, 128, 160, 192, 224)
-DEFAULT_WEIGHTS_BASE_URL = (
-    "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
-)
 
 
 def mobilenet_weights_file(image_size: int) -> str:
@@ -169,17 +167,18 @@ def mobilenet_weights_file(image_size: int) -> str:
     return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5"
 
 
-def download_mobilenet_weights(image_size: int) -> str:
+def download_mobilenet_weights(image_size: int, options: MlOptions | None = None) -> str:
     """Download (or reuse the cached) ImageNet weights; raise WeightsDownloadError offline.
 
-    ``LAB_WEIGHTS_BASE_URL`` points at a mirror, ``LAB_WEIGHTS_DIR`` at the cache folder.
+    ``options`` (the defaults when None, ``ml.options``): ``weights_base_url`` points at a
+    mirror, ``weights_dir`` at the cache folder.
     """
     import keras
 
-    base = os.environ.get("LAB_WEIGHTS_BASE_URL", DEFAULT_WEIGHTS_BASE_URL)
+    options = options or MlOptions()
     fname = mobilenet_weights_file(image_size)
-    url = base.rstrip("/") + "/" + fname
-    cache_dir = os.environ.get("LAB_WEIGHTS_DIR") or None
+    url = options.weights_base_url.rstrip("/") + "/" + fname
+    cache_dir = options.weights_dir or None
     if cache_dir:
         # Keras silently falls back to /tmp/.keras when the folder does not exist yet.
         os.makedirs(cache_dir, exist_ok=True)
@@ -193,8 +192,10 @@ def download_mobilenet_weights(image_size: int) -> str:
         ) from exc
 
 
-def build_mobilenet_v2(image_size: int, augment: bool, pretrained: bool = True, **_: Any):
-    """Transfer learning: a frozen ImageNet MobileNetV2 with a new sigmoid head.
+def build_mobilenet_v2(image_size: int, augment: bool, pretrained: bool = True,
+                       options: MlOptions | None = None, **_: Any):
+    """Transfer learning: a frozen ImageNet MobileNetV2 with a new sigmoid head (its
+    weights downloaded as ``options`` say, the defaults when None).
 
     The base is built on our own input tensor so the model stays one flat graph: Grad-CAM
     can then reach the base's last convolution directly.
@@ -204,7 +205,7 @@ def build_mobilenet_v2(image_size: int, augment: bool, pretrained: bool = True, 
 
     if image_size < 32:
         raise ModelError("mobilenet_v2 needs an image size of at least 32 pixels")
-    weights_path = download_mobilenet_weights(image_size) if pretrained else None
+    weights_path = download_mobilenet_weights(image_size, options) if pretrained else None
     inputs, x = _inputs(image_size, augment, 1.0 / 127.5, -1.0)  # MobileNet wants [-1, 1]
     base = keras.applications.MobileNetV2(
         input_tensor=x, input_shape=(image_size, image_size, 3), include_top=False, weights=None
@@ -233,23 +234,22 @@ def build_mobilenet_v2(image_size: int, augment: bool, pretrained: bool = True, 
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (
-        Recipe("fast_cnn", "the default: a small BatchNorm CNN, 93 % on unseen photos after "
-               "about 40 min on a 2-core CPU", 128, 2e-3, build_fast_cnn, any_size=True),
+        Recipe("fast_cnn", "the default: a small BatchNorm CNN, about 40 min on a 2-core CPU "
+               "(see Benchmarks for its accuracy)", 128, 2e-3, build_fast_cnn, any_size=True),
         # The same net at 96 px with a one-cycle schedule: measured in bench/accuracy.py.
-        Recipe("sprint_cnn", "10-minute sprint: the fast_cnn net at 96 px with a one-cycle "
-               "schedule, past 90 % on unseen photos within 10 min on 2 CPU cores with "
-               "bfloat16",
+        Recipe("sprint_cnn", "10-minute sprint on 2 CPU cores with bfloat16: the fast_cnn net at "
+               "96 px with a one-cycle schedule (see Benchmarks for its accuracy)",
                96, 4e-3, build_fast_cnn, epochs=12, schedule="one_cycle", label_smoothing=0.1,
                any_size=True),
         # fast_cnn again, its first epochs on 64 px photos: measured in bench/accuracy.py.
-        Recipe("flash_cnn", "5-minute demo: sprint_cnn's net and schedule, its first 8 epochs on "
-               "small 64 px photos; 90-92 % on unseen photos in 4.3-4.7 min on 2 CPU cores "
-               "with bfloat16",
+        Recipe("flash_cnn", "5-minute demo on 2 CPU cores with bfloat16: sprint_cnn's net and "
+               "schedule, its first 8 epochs on small 64 px photos (see Benchmarks for its "
+               "accuracy)",
                96, 4e-3, build_fast_cnn, epochs=12, schedule="one_cycle", label_smoothing=0.1,
                small_image_size=64, small_epochs=8, any_size=True),
         # 160 px, 42 epochs: 96.2 % held-out in bench/accuracy.py (95.3 % at 128 px, 60 epochs).
-        Recipe("res_cnn", "best from scratch: a small ResNet at 160 px, 96 % on unseen photos "
-               "after 42 epochs (about 2.3 h on a 2-core CPU: leave it in the background)", 160,
+        Recipe("res_cnn", "best from scratch: a small ResNet at 160 px for long runs, about 2.3 h "
+               "on a 2-core CPU: leave it in the background (see Benchmarks for its accuracy)", 160,
                3e-3, build_res_cnn, epochs=42, schedule="one_cycle", label_smoothing=0.1,
                any_size=True),
         Recipe("seed_cnn", "the original notebook's CNN: 4 conv blocks, Flatten, Dense",

@@ -34,6 +34,7 @@ from ml.errors import ConfigError, DatasetError, DiskFullError, LabError
 from ml.event_callback import BEST_FILE, dump_json
 from ml.events import EventHandler, EventSink, LocalLog
 from ml.model_io import CARD_FILE, MODEL_FILE
+from ml.options import MlOptions
 from ml.panel import Panel, choose_panel
 from ml.recipes import build_model, get_recipe
 
@@ -93,7 +94,7 @@ def learning_rate_schedule(schedule: str, learning_rate: float, total_steps: int
 
 
 def _build(cfg: TrainConfig, image_size: int, learning_rate: Any, precision: str,
-           pretrained: bool, any_size: bool = False):
+           pretrained: bool, any_size: bool = False, options: MlOptions | None = None):
     """The compiled model, its layers built under the run's precision policy."""
     from ml.tf_env import precision_policy
 
@@ -101,7 +102,7 @@ def _build(cfg: TrainConfig, image_size: int, learning_rate: Any, precision: str
         return build_model(cfg.recipe, image_size, augment=cfg.augment,
                            learning_rate=learning_rate, label_smoothing=cfg.label_smoothing,
                            weight_decay=cfg.weight_decay, pretrained=pretrained,
-                           any_size=any_size)
+                           any_size=any_size, options=options)
 
 
 def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLike[str],
@@ -109,7 +110,8 @@ def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLi
           should_stop: Callable[[], bool] | None = None, run_id: str | None = None,
           sink: EventSink | None = None, pretrained: bool = True,
           resume_dir: str | os.PathLike[str] | None = None,
-          photo_cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+          photo_cache_dir: str | os.PathLike[str] | None = None,
+          options: MlOptions | None = None) -> dict[str, Any]:
     """Train a model on a dataset folder and save ``model.keras`` plus ``card.json`` in out_dir.
 
     Events go to ``on_event`` as they happen, numbered here (see ``ml.events``), or with
@@ -120,8 +122,9 @@ def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLi
     run started again with the same config and folders carries on from the last finished
     epoch (for hours-long benchmark runs; exact for the fixed schedules, whose rate follows
     the optimizer's step count). With ``photo_cache_dir`` the photos come from the shared
-    cache of decoded photos there (``ml.photo_cache``), built first if need be.
-    Returns the run summary (the card without its history).
+    cache of decoded photos there (``ml.photo_cache``), built first if need be. ``options``:
+    where pretrained weights come from and the input pipeline's memory (``ml.options``; the
+    defaults when None). Returns the run summary (the card without its history).
     """
     cfg = config if isinstance(config, TrainConfig) else parse_config(config)
     run_id = run_id or uuid.uuid4().hex[:12]
@@ -130,7 +133,8 @@ def train(config: TrainConfig | dict[str, Any] | None, data_dir: str | os.PathLi
     try:
         with _CollectorPause() as collector_pause:
             summary = _train(cfg, Path(data_dir), out, record, should_stop, run_id, pretrained,
-                             resume_dir, photo_cache_dir, first_step_done=collector_pause.end)
+                             resume_dir, photo_cache_dir, first_step_done=collector_pause.end,
+                             options=options)
     except BaseException as exc:
         error: BaseException = exc
         if isinstance(exc, Exception) and not isinstance(exc, LabError) and is_disk_full(exc):
@@ -163,6 +167,7 @@ class _Run:
     learning_rate: float
     small_size: int | None  # progressive resizing's first size; None: one size throughout
     resume_dir: str | os.PathLike[str] | None
+    options: MlOptions
 
 
 @dataclass(frozen=True)
@@ -201,7 +206,8 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
            should_stop: Callable[[], bool] | None, run_id: str, pretrained: bool,
            resume_dir: str | os.PathLike[str] | None = None,
            photo_cache_dir: str | os.PathLike[str] | None = None,
-           first_step_done: Callable[[], None] | None = None) -> dict[str, Any]:
+           first_step_done: Callable[[], None] | None = None,
+           options: MlOptions | None = None) -> dict[str, Any]:
     """The run's stages in order: photos, phases, model and run_started, fit, saved model."""
     get_recipe(cfg.recipe)  # an unknown recipe fails before anything is read
     small_size = cfg.small_image_size if cfg.small_epochs else None
@@ -210,7 +216,7 @@ def _train(cfg: TrainConfig, data_dir: Path, out: Path, record: EventSink,
         raise ConfigError({"small_image_size": "a run that can be resumed trains at one size"})
     run = _Run(cfg, out, record, run_id, pretrained, image_size=effective(cfg, "image_size"),
                learning_rate=effective(cfg, "learning_rate"), small_size=small_size,
-               resume_dir=resume_dir)
+               resume_dir=resume_dir, options=options or MlOptions())
     data = _load_data(run, data_dir, photo_cache_dir)
     phases = _make_phases(run, data)
     model, precision, panel = _start(run, data, phases)
@@ -262,13 +268,13 @@ def _make_phases(run: _Run, data: _Data) -> _Phases:
     keras.backend.clear_session()  # a worker process trains many runs: start each afresh
     keras.utils.set_random_seed(cfg.seed)
     train_ds = make_dataset(data.train_df, run.image_size, cfg.batch_size, shuffle=True,
-                            seed=cfg.seed, photos=data.photos)
+                            seed=cfg.seed, photos=data.photos, options=run.options)
     val_ds = make_dataset(data.val_df, run.image_size, cfg.batch_size, shuffle=False,
-                          photos=data.photos)
+                          photos=data.photos, options=run.options)
     fits = [(train_ds, run.image_size, cfg.epochs)]
     if run.small_size is not None:
         small_ds = make_dataset(data.train_df, run.small_size, cfg.batch_size, shuffle=True,
-                                seed=cfg.seed, photos=data.small_photos)
+                                seed=cfg.seed, photos=data.small_photos, options=run.options)
         fits.insert(0, (small_ds, run.small_size, cfg.small_epochs))
     return _Phases(fits, val_ds, steps=math.ceil(len(data.train_df) / cfg.batch_size))
 
@@ -285,7 +291,8 @@ def _start(run: _Run, data: _Data, phases: _Phases) -> tuple[Any, str, Panel]:
     model = _build(cfg, run.image_size,
                    learning_rate_schedule(cfg.schedule, run.learning_rate,
                                           phases.steps * cfg.epochs),
-                   precision, run.pretrained, any_size=run.small_size is not None)
+                   precision, run.pretrained, any_size=run.small_size is not None,
+                   options=run.options)
     # Before anything is written: a run the disk cannot hold fails now, not hours later.
     resume_dir = None if run.resume_dir is None else Path(run.resume_dir)
     check_free_space(disk_needed(model, out, resume_dir, checkpoint_file=CHECKPOINT_FILE,

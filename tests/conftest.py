@@ -98,7 +98,7 @@ def bus() -> RecordingBus:
 @pytest.fixture
 def service(lab_settings, bus):
     """A runs service over a fresh store; its queue only counts the tasks sent."""
-    from core.runs import RunService
+    from core.run_service import RunService
     from core.store import RunStore
 
     sent: list[int] = []

@@ -12,6 +12,12 @@ for it. On a CPU machine it then trains run after run (the import and the proces
 paid once, not per run; each new model still traces its own graph); on a GPU machine each
 run gets a fresh process, since TensorFlow never gives GPU memory back and the next run (or
 another worker sharing the GPU) needs it.
+
+Built the way Flask's Celery example builds its app (``celery_init_app``): one function,
+:func:`create_celery_app`, makes it from the settings with its whole configuration in one
+dict (:func:`celery_config`), and the tasks (``worker.tasks``) are ``shared_task`` ones, so
+that module never imports this one. Importing this module probes nothing (the web process
+imports it to send tasks): a worker looks at its device when it starts (``celeryd_init``).
 """
 
 from __future__ import annotations
@@ -20,9 +26,16 @@ import json
 import logging
 import threading
 import time
+from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import (
+    celeryd_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 from core.settings import Settings
 from ml.device import describe_device, device_text
@@ -37,34 +50,65 @@ LONGEST_RUN_S = 7 * 24 * 3600
 # A reused CPU pool process is replaced after a run that leaves it bigger than this (KiB, as
 # Celery counts): a run's memory mostly goes back, but a fresh process costs only seconds.
 MAX_MEMORY_PER_PROCESS_KIB = 6 * 1024 * 1024
-ON_GPU = describe_device()["kind"] == "gpu"
 
-app = Celery("kitten_puppy_lab", broker=runtime.settings().redis_url,
-             backend=runtime.settings().redis_url, include=["worker.tasks"])
-app.conf.update(
-    task_acks_late=True,
-    worker_prefetch_multiplier=1,
-    worker_concurrency=1,  # one run at a time per worker
-    # On a GPU a fresh process per run: TensorFlow never gives GPU memory back. On a CPU the
-    # process is kept (docs/BENCHMARKS.md, "Fixed cost per run").
-    worker_max_tasks_per_child=1 if ON_GPU else None,
-    worker_max_memory_per_child=None if ON_GPU else MAX_MEMORY_PER_PROCESS_KIB,
-    broker_transport_options={"visibility_timeout": LONGEST_RUN_S},
-    result_backend_transport_options={"visibility_timeout": LONGEST_RUN_S},
-    result_expires=7 * 24 * 3600,
-    task_serializer="json",
-    result_serializer="json",
-    accept_content=["json"],
-    task_ignore_result=True,  # the run store keeps every outcome
-    broker_connection_retry_on_startup=True,
-    # A Redis blip must not kill a run that is hours in: keep running tasks on connection loss.
-    worker_cancel_long_running_tasks_on_connection_loss=False,
-    # Launching a run when Redis is down should fail fast with a clear message, not hang.
-    task_publish_retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2,
-                               "interval_max": 0.5},
-    broker_connection_timeout=3,
-    worker_hijack_root_logger=False,
-)
+
+def process_limits(on_gpu: bool) -> dict[str, int | None]:
+    """How long a pool process lives: on a GPU one run (TensorFlow never gives GPU memory
+    back); on a CPU it is kept (docs/BENCHMARKS.md, "Fixed cost per run") until a run leaves
+    it bigger than MAX_MEMORY_PER_PROCESS_KIB."""
+    return {"worker_max_tasks_per_child": 1 if on_gpu else None,
+            "worker_max_memory_per_child": None if on_gpu else MAX_MEMORY_PER_PROCESS_KIB}
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """The app's whole configuration (what Flask's example keeps in ``app.config["CELERY"]``);
+    a CPU machine's process limits until a worker starts and sees its device."""
+    return {
+        "broker_url": settings.redis_url,
+        "result_backend": settings.redis_url,
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_concurrency": 1,  # one run at a time per worker
+        **process_limits(on_gpu=False),
+        "broker_transport_options": {"visibility_timeout": LONGEST_RUN_S},
+        "result_backend_transport_options": {"visibility_timeout": LONGEST_RUN_S},
+        "result_expires": 7 * 24 * 3600,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_ignore_result": True,  # the run store keeps every outcome
+        "broker_connection_retry_on_startup": True,
+        # A Redis blip must not kill a run that is hours in: keep running tasks on connection
+        # loss.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        # Launching a run when Redis is down should fail fast with a clear message, not hang.
+        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0,
+                                      "interval_step": 0.2, "interval_max": 0.5},
+        "broker_connection_timeout": 3,
+        "worker_hijack_root_logger": False,
+    }
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    """The lab's Celery app, configured from ``settings``.
+
+    Flask's ``celery_init_app`` without the Flask app: its ``FlaskTask`` exists to give tasks
+    an app context, and the lab's tasks need none (they reach the run store through
+    ``worker.runtime``).
+    """
+    celery = Celery("kitten_puppy_lab", include=["worker.tasks"])
+    celery.config_from_object(celery_config(settings))
+    celery.set_default()
+    return celery
+
+
+app = create_celery_app(runtime.settings())
+
+
+@celeryd_init.connect
+def _on_worker_init(conf=None, **_kw) -> None:
+    """The worker is starting (before it reads its pool's limits): fit them to its device."""
+    conf.update(process_limits(on_gpu=describe_device()["kind"] == "gpu"))
 
 
 def _announce(nodename: str, stop: threading.Event) -> None:
@@ -148,7 +192,7 @@ def _on_worker_shutdown(**_kw) -> None:
 def configure(new: Settings) -> None:
     """Point this process's Celery app at another Redis (the web app's settings win)."""
     runtime.configure(new)
-    app.conf.update(broker_url=new.redis_url, result_backend=new.redis_url)
+    app.conf.update(celery_config(new))
 
 
 def queue_training() -> None:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 
 from core.bus import Publisher
-from core.runs import RunService
+from core.run_service import RunService
 from core.settings import Settings, load_settings
 from core.store import RunStore
 

@@ -16,7 +16,7 @@ from typing import Any
 from celery import shared_task
 
 from core import downloads
-from core.runs import RunGone, RunService
+from core.run_service import RunGone, RunService
 from ml.errors import LabError
 from ml.events import Body, Event
 from worker import runtime
@@ -97,7 +97,7 @@ def train_next(self, run_id: str | None = None) -> dict[str, Any]:
         try:
             summary = train(run["config"], settings.data_dir, service.out_dir(run_id),
                             sink=ctx.record, should_stop=ctx.should_stop, run_id=run_id,
-                            photo_cache_dir=settings.photo_cache_dir)
+                            photo_cache_dir=settings.photo_cache_dir, options=settings.ml)
         except RunGone as exc:
             log.warning("%s", exc)
             return {"run_id": run_id, "status": exc.status}
@@ -145,10 +145,10 @@ def download_dataset_task(self, source: str = "auto") -> dict[str, Any]:
             last["cancel"] = downloads.cancel_requested(settings)
         return bool(last["cancel"])
 
-    url = os.environ.get("LAB_DATASET_URL") or None
     try:
-        summary = download_dataset(settings.data_dir, source=source, url=url,
-                                   on_progress=on_progress, should_stop=should_stop)
+        summary = download_dataset(settings.data_dir, source=source, url=settings.dataset_url,
+                                   on_progress=on_progress, should_stop=should_stop,
+                                   options=settings.ml)
     except LabError as exc:
         outcome = "cancelled" if downloads.cancel_requested(settings) else "failed"
         downloads.update(settings, state=outcome, error=str(exc))

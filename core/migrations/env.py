@@ -13,7 +13,6 @@ Two ways in:
 from __future__ import annotations
 
 import logging
-import os
 from logging.config import fileConfig
 
 from alembic import context
@@ -35,12 +34,10 @@ if _given_connection is None and config.config_file_name is not None:
 
 
 def _database_url() -> str:
-    url = os.environ.get("DATABASE_URL") or config.get_main_option("sqlalchemy.url")
-    if url:
-        return url
-    from core.settings import load_settings
+    from core.settings import given_database_url, load_settings
 
-    return load_settings().database_url
+    url = given_database_url() or config.get_main_option("sqlalchemy.url")
+    return url or load_settings().database_url
 
 
 def _configure(**kwargs) -> None:

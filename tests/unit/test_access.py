@@ -16,8 +16,8 @@ def _app(settings, service):
 
 
 def test_the_per_address_cap_is_opt_in_for_a_public_lab(lab_settings, service):
-    public = _app(dataclasses.replace(lab_settings, max_active_per_client=2,
-                                      max_runs_per_student=0), service)
+    public = _app(dataclasses.replace(lab_settings, max_active_per_address=2,
+                                      max_runs_per_owner=0), service)
     students = [public.test_client() for _ in range(3)]  # three browsers, one address
     answers = [s.post("/api/runs", json=RUN) for s in students]
     assert [a.status_code for a in answers] == [202, 202, 429]

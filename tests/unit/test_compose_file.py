@@ -336,8 +336,8 @@ def test_web_takes_the_passcode_and_cap_from_the_host(services):
     web = environment(services["web"])
     assert {"LAB_PASSCODE", "LAB_MAX_RUNS_PER_STUDENT", "LAB_SECRET_KEY"} <= set(web)
     settings = load_settings(web)
-    assert settings.passcode is None and settings.max_runs_per_student == 2  # open, capped
-    assert settings.max_active_per_client == 0  # no per-address cap unless asked for
+    assert settings.passcode is None and settings.max_runs_per_owner == 2  # open, capped
+    assert settings.max_active_per_address == 0  # no per-address cap unless asked for
     assert str(settings.state_dir) == "/var/lib/lab"  # the session key lands on a volume
 
 

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from core.settings import load_ml_options
 from launcher.processes import free_port
 from ml.errors import DownloadError
 from ml.fetch import download_dataset
@@ -76,6 +77,13 @@ def no_kaggle(monkeypatch, tmp_path):
     monkeypatch.delenv("KAGGLE_USERNAME", raising=False)
     monkeypatch.delenv("KAGGLE_KEY", raising=False)
     monkeypatch.setenv("KAGGLE_CONFIG_DIR", str(tmp_path / "no-kaggle"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # the default ~/.kaggle: none here
+
+
+def from_env(dest, **kwargs):
+    """download_dataset told the Kaggle settings of the environment, as the lab's callers
+    (the worker, ``python -m ml download``) tell it theirs."""
+    return download_dataset(dest, options=load_ml_options(), **kwargs)
 
 
 def test_petimages_zip_downloads_with_progress_and_unpacks(server, tmp_path):
@@ -144,7 +152,7 @@ def test_kaggle_credentials_are_not_sent_on_to_a_redirects_host(server, tmp_path
     monkeypatch.setenv("KAGGLE_USERNAME", "ada")
     monkeypatch.setenv("KAGGLE_KEY", "s3cret")
     try:
-        assert download_dataset(tmp_path / "data")["total"] == 8
+        assert from_env(tmp_path / "data")["total"] == 8
     finally:
         storage.shutdown()
         kaggle.shutdown()
@@ -159,13 +167,13 @@ def test_kaggle_files_with_credentials(server, tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_KAGGLE_API", base + "/api/v1")
     monkeypatch.setenv("KAGGLE_USERNAME", "ada")
     monkeypatch.setenv("KAGGLE_KEY", "s3cret")
-    summary = download_dataset(tmp_path / "data")
+    summary = from_env(tmp_path / "data")
     assert (summary["total"], summary["cats"], summary["dogs"]) == (8, 4, 4)
     assert summary["source"] == "kaggle"
     assert not list((tmp_path / "data").rglob("*.zip"))  # nested zips unpacked or dropped
     monkeypatch.setenv("KAGGLE_KEY", "wrong")
     with pytest.raises(DownloadError, match="refused the Kaggle credentials"):
-        download_dataset(tmp_path / "other")
+        from_env(tmp_path / "other")
     assert not (tmp_path / "other").exists()
 
 

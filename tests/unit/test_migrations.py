@@ -22,10 +22,12 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    column,
     func,
     insert,
     inspect,
     select,
+    table,
     text,
 )
 from sqlalchemy.engine import Engine, make_url
@@ -130,10 +132,14 @@ def _make_old_database(url: str) -> tuple[list[dict], list[dict]]:
 
 
 def _rows(engine: Engine) -> tuple[list[dict], list[dict]]:
-    """Every run (old columns only) and every event, in a fixed order."""
+    """Every run (old columns only: ``client`` read from ``launched_from`` since 0005) and
+    every event, in a fixed order."""
     with engine.connect() as conn:
+        renamed = "launched_from" in {c["name"] for c in inspect(conn).get_columns("runs")}
+        columns = [column("launched_from" if renamed and c.name == "client" else c.name,
+                          c.type).label(c.name) for c in old_runs.c]
         runs = [dict(r._mapping) for r in conn.execute(
-            select(*old_runs.c).select_from(old_runs).order_by(old_runs.c.id))]
+            select(*columns).select_from(table("runs")).order_by(column("id")))]
         events = [dict(r._mapping) for r in conn.execute(
             select(old_events).order_by(old_events.c.run_id, old_events.c.seq))]
     return runs, events
@@ -177,6 +183,10 @@ def test_a_database_from_before_migrations_is_upgraded_keeping_every_row(
         rows = conn.execute(select(core.store.runs.c.recipe, core.store.runs.c.archived)).all()
         flags = conn.execute(select(func.count()).select_from(core.store.lab_flags)).scalar_one()
     assert sorted(rows) == [("fast_cnn", None)] * len(OLD_RUNS) and flags == 0
+    with engine.connect() as conn:  # 0005: client is launched_from, every value kept
+        launched = dict(conn.execute(select(core.store.runs.c.id,
+                                            core.store.runs.c.launched_from)).all())
+    assert launched == {r["id"]: r["client"] for r in runs_before}
     assert _revision(engine) == [HEAD]
     _assert_schema_is_head(engine)
     said = [r.getMessage() for r in caplog.records
@@ -254,6 +264,47 @@ def test_upgrading_twice_keeps_the_rows_and_does_no_migration_work(
     assert time.perf_counter() - started < 2.0
     assert _rows(engine) == rows
     assert _revision(engine) == [HEAD]
+
+
+# The runs table as revision 0004 left it, frozen: what a lab database of that code holds.
+runs_0004 = table("runs", *(column(name) for name in (
+    "id", "created", "status", "config", "cancel_requested", "epochs_done", "client",
+    "last_seq", "owner", "owner_name", "recipe")))
+
+
+def test_a_database_at_0004_opens_at_head_keeping_where_each_run_came_from(database_url,
+                                                                            engine):
+    from alembic import command
+
+    client = {"r1": "10.0.0.7/5f2a9c1e0b3d4a77", "r2": "10.0.0.7/~0b3d4a775f2a9c1e",
+              "r3": "192.168.1.20/aa11bb22cc33dd44", "r4": None}  # r4: from before caps
+    with engine.begin() as conn:
+        command.upgrade(core.schema.alembic_config(conn), "0004_class_view")
+        for n, (run_id, value) in enumerate(client.items()):
+            conn.execute(insert(runs_0004).values(
+                id=run_id, created=1.0 + n, status="queued" if n < 3 else "succeeded",
+                config=json.dumps({"recipe": "fast_cnn"}), cancel_requested=False,
+                epochs_done=0, client=value, last_seq=1,
+                owner=value.rsplit("/", 1)[-1].lstrip("~") if value else None,
+                owner_name=f"Student {n}", recipe="fast_cnn"))
+            conn.execute(insert(old_events).values(run_id=run_id, seq=1, type="run_queued",
+                                                   ts=1.0 + n, data="{}"))
+    store = core.store.RunStore(database_url)  # opening it upgrades it
+    try:
+        assert _revision(store.engine) == [HEAD]
+        runs = {run_id: store.get_run(run_id) for run_id in client}
+        assert {run_id: run["launched_from"] for run_id, run in runs.items()} == client
+        assert all("client" not in run for run in runs.values())
+        assert [runs[r]["owner_name"] for r in client] == [f"Student {n}" for n in range(4)]
+        assert store.last_seqs(list(client)) == dict.fromkeys(client, 1)
+        assert [len(store.events(run_id)) for run_id in client] == [1] * 4  # none dropped
+        # The per-address caps count the kept values.
+        assert store.count_active(launched_from_prefix="10.0.0.7/") == 2
+        assert store.count_active(launched_from_prefix="10.0.0.7/~") == 1
+        assert store.count_active(launched_from_prefix="192.168.1.20/") == 1
+    finally:
+        store.engine.dispose()
+    _assert_schema_is_head(engine)
 
 
 def test_a_database_at_an_older_revision_is_upgraded(engine):

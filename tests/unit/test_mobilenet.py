@@ -11,6 +11,7 @@ import threading
 import numpy as np
 import pytest
 
+from core.settings import load_ml_options
 from ml.errors import WeightsDownloadError
 from ml.model_io import load_model
 from ml.predict import explain_bytes
@@ -63,14 +64,14 @@ def test_weights_are_downloaded_cached_and_used(tiny_dataset, tmp_path, monkeypa
     url, source, requests = weights_server
     monkeypatch.setenv("LAB_WEIGHTS_BASE_URL", url)
     monkeypatch.setenv("LAB_WEIGHTS_DIR", str(tmp_path / "cache"))
-    train({**TINY, "augment": True}, tiny_dataset, tmp_path / "run1")
+    train({**TINY, "augment": True}, tiny_dataset, tmp_path / "run1", options=load_ml_options())
     assert requests == ["/" + mobilenet_weights_file(32)]
     assert (tmp_path / "cache" / "models" / mobilenet_weights_file(32)).exists()
     model = load_model(tmp_path / "run1").model
     # the frozen base carries exactly the served weights
     np.testing.assert_array_equal(model.get_layer("Conv1").get_weights()[0],
                                   source.get_layer("Conv1").get_weights()[0])
-    train(TINY, tiny_dataset, tmp_path / "run2")
+    train(TINY, tiny_dataset, tmp_path / "run2", options=load_ml_options())
     assert len(requests) == 1  # second run uses the cache
 
 
@@ -85,7 +86,8 @@ def test_offline_is_a_clear_error(tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_WEIGHTS_DIR", str(tmp_path / "cache"))
     events: list[dict] = []
     with pytest.raises(WeightsDownloadError, match="offline"):
-        train(TINY, tiny_dataset, tmp_path / "out", on_event=events.append)
+        train(TINY, tiny_dataset, tmp_path / "out", on_event=events.append,
+              options=load_ml_options())
     assert events[-1]["status"] == "failed" and "fast_cnn" in events[-1]["error"]
     proc = run_cli("train", "--data", str(tiny_dataset), "--out", str(tmp_path / "o"),
                    "--recipe", "mobilenet_v2", "--image-size", "32", "--epochs", "1",

@@ -10,8 +10,8 @@ import uuid
 
 import pytest
 
-from core.runs import RunService
-from dashboard.predict import accuracy_floor
+from core.ranking import accuracy_floor
+from core.run_service import RunService
 from ml import events
 from ml.model_io import CARD_FILE, MODEL_FILE
 from testkit.synthetic import photo_bytes

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from core.runs import WORKER_LOST, QueueDown, RunGone, RunService
+from core.run_service import WORKER_LOST, QueueDown, RunGone, RunService
 from core.store import RunStore
 from dashboard.live import RunRelay
 from ml import events

@@ -11,7 +11,7 @@ from typing import Any
 from flask import Blueprint, abort, render_template, request, send_file
 
 from core.store import STATUSES, RunStore
-from dashboard import access, run_list
+from dashboard import access, run_query
 from dashboard.helpers import lab_settings, run_service, sentence
 from dashboard.paths import file_inside, photo_rel
 from ml.panel import PANEL_FOLDER
@@ -47,29 +47,29 @@ def _misclassified(run: dict[str, Any]) -> list[dict[str, Any]]:
 
 @bp.get("/runs")
 def index():
-    """The runs, a page at a time, filtered and sorted by the query (dashboard.run_list):
+    """The runs, a page at a time, filtered and sorted by the query (dashboard.run_query):
     only this browser's by default once it has launched one."""
     store = _store()
-    view, problems = run_list.parse(request.args, mine_default=run_list.has_launched(store),
+    view, problems = run_query.parse(request.args, mine_default=run_query.has_launched(store),
                                     paged=True, lenient=True)
     if view.archived and not access.unlocked():
         problems.append("archived runs are shown only to the instructor: unlock the lab first")
         view = dataclasses.replace(view, archived=False)
-    runs, total = run_list.find(store, view)
-    pages = max(1, math.ceil(total / (view.per_page or run_list.PER_PAGE)))
+    runs, total = run_query.find(store, view)
+    pages = max(1, math.ceil(total / (view.per_page or run_query.PER_PAGE)))
     if view.page > pages:  # an old link past the last page: show the last one
         view = dataclasses.replace(view, page=pages)
-        runs, total = run_list.find(store, view)
+        runs, total = run_query.find(store, view)
     for run in runs:
         run["has_model"] = model_file(run) is not None
         run["mine"] = access.owns(run)
     filtered = bool(view.mine or view.by or view.statuses or view.recipe)
     return render_template(
         "runs.html", tab="runs", runs=runs, total=total, view=view, pages=pages,
-        page_links=run_list.page_links(view.page, pages), filtered=filtered,
+        page_links=run_query.page_links(view.page, pages), filtered=filtered,
         problems=[sentence(p) for p in problems], statuses=STATUSES, recipes=RECIPES,
         owners=store.owner_names(include_archived=view.archived),
-        sorts=run_list.SORT_LABELS, instructor=access.is_instructor(),
+        sorts=run_query.SORT_LABELS, instructor=access.is_instructor(),
         flags=run_service().flags.state())
 
 

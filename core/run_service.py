@@ -96,16 +96,18 @@ class RunService:
 
     # -- launch -----------------------------------------------------------------------------
 
-    def create(self, config: dict[str, Any], *, client: str | None = None,
+    def create(self, config: dict[str, Any], *, launched_from: str | None = None,
                owner: str | None = None, owner_name: str | None = None) -> dict[str, Any]:
         """Store a new queued run and put a training task on the queue; the run as stored.
 
-        ``owner`` is who launched it (a browser's id) and ``owner_name`` the name they gave.
+        ``owner`` is who launched it (a browser's id), ``owner_name`` the name they gave and
+        ``launched_from`` "<address>/<owner>", which the per-address caps count.
         Raises QueueDown, leaving no trace of the run, when the queue cannot take the task.
         """
         run_id = uuid.uuid4().hex[:12]
-        queued = self.store.insert_run(run_id, config, events.run_queued(config), client=client,
-                                       owner=owner, owner_name=owner_name)
+        queued = self.store.insert_run(run_id, config, events.run_queued(config),
+                                       launched_from=launched_from, owner=owner,
+                                       owner_name=owner_name)
         if self._enqueue is not None:
             try:
                 self._enqueue()
@@ -256,8 +258,6 @@ class RunService:
             return "archived" if archived else "unarchived"
         return "missing" if self.store.get_run(run_id) is None else "active"
 
-    # -- stopping ---------------------------------------------------------------------------
-
     def promote(self, run_id: str) -> bool:
         """Move a queued run to the front of the queue ("run next"); False when it is not
         queued. Several promoted runs go in the order they were promoted."""
@@ -266,6 +266,8 @@ class RunService:
             log.info("run %s moved to the front of the queue", run_id)
             self._announce(None, queue_changed=True)
         return moved
+
+    # -- stopping ---------------------------------------------------------------------------
 
     def cancel(self, run_id: str, *, reason: str | None = None, by: str | None = None) -> str:
         """Cancel a run; the outcome:

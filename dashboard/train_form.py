@@ -8,11 +8,11 @@ from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
 
-from core.runs import QueueDown
+from core.run_service import QueueDown
 from dashboard import access
-from dashboard.api import REDIS_DOWN, launch
 from dashboard.filters import learning_rate
 from dashboard.helpers import sentence
+from dashboard.launching import REDIS_DOWN, launch
 from ml.config import BOUNDS, CHOICES, RECIPE_DEFAULTS, TrainConfig, parse_config
 from ml.errors import ConfigError
 from ml.recipes import RECIPES
