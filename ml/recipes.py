@@ -247,7 +247,7 @@ RECIPES: dict[str, Recipe] = {
                "accuracy)",
                96, 4e-3, build_fast_cnn, epochs=12, schedule="one_cycle", label_smoothing=0.1,
                small_image_size=64, small_epochs=8, any_size=True),
-        # 160 px, 42 epochs: 96.2 % held-out in bench/accuracy.py (95.3 % at 128 px, 60 epochs).
+        # 160 px and 42 epochs: the best held-out figure from scratch (docs/BENCHMARKS.md).
         Recipe("res_cnn", "best from scratch: a small ResNet at 160 px for long runs, about 2.3 h "
                "on a 2-core CPU: leave it in the background (see Benchmarks for its accuracy)", 160,
                3e-3, build_res_cnn, epochs=42, schedule="one_cycle", label_smoothing=0.1,
