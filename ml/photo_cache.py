@@ -13,6 +13,9 @@ Safety:
   lock: a build killed half-way leaves only that folder (cleared by the next build) and is
   never read; two runs asking at once decode once (the second waits for the first).
 - A run that has a cache mapped keeps reading its (unlinked) file when a rebuild replaces it.
+- A cache whose manifest and files disagree (edited, cut short, another version's) is
+  logged and read as absent, so it is rebuilt like a missing one; the check reads the
+  manifest and the file's size, never the photos themselves.
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ import json
 import logging
 import mmap
 import os
+import reprlib
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,8 +73,17 @@ class PhotoCache:
         return rows[keep], df["label"].to_numpy()[keep]
 
 
+class _Broken(Exception):
+    """A cache folder whose manifest and files do not agree: what is wrong with it."""
+
+
 def _relative(path: str, root: Path) -> str:
     return os.path.relpath(path, root)
+
+
+def _cached_paths(images: pd.DataFrame, root: Path) -> list[str]:
+    """The manifest's ``paths`` a cache of these photos holds, in its rows' order."""
+    return [_relative(p, root) for p in sorted(images["image_path"].astype(str))]
 
 
 def fingerprint(images: pd.DataFrame, root: Path) -> str:
@@ -102,12 +117,26 @@ def open_photo_cache(images: pd.DataFrame, root: Path, image_size: int, cache_di
     started = time.monotonic()
     folder = cache_folder(cache_dir, root, image_size)
     wanted = fingerprint(images, root)
-    found = _load(folder, wanted, image_size)
+    expected = _cached_paths(images, root)
+    told: set[str] = set()
+
+    def load() -> tuple[np.ndarray, dict[str, int], np.ndarray] | None:
+        try:
+            return _load(folder, wanted, image_size, expected)
+        except _Broken as broken:
+            # Once a run: the look again under the lock finds the same fault.
+            if str(broken) not in told:
+                told.add(str(broken))
+                log.warning("photo cache in %s is inconsistent (%s); rebuilding it",
+                            folder, broken)
+            return None
+
+    found = load()
     if found is not None:
         return _opened(folder, root, image_size, *found, "reused", started)
     cache_dir.mkdir(parents=True, exist_ok=True)
     with _locked(folder.with_name(folder.name + ".lock")):
-        found = _load(folder, wanted, image_size)  # built by another run while we waited
+        found = load()  # built by another run while we waited
         if found is not None:
             return _opened(folder, root, image_size, *found, "reused", started)
         needed = len(images) * image_size * image_size * 3
@@ -118,7 +147,7 @@ def open_photo_cache(images: pd.DataFrame, root: Path, image_size: int, cache_di
                         human_size(needed), human_size(free), cache_dir)
             return None
         _build(folder, images, root, image_size, wanted, decode)
-        found = _load(folder, wanted, image_size)
+        found = load()
         if found is None:  # cannot happen unless the disk lies; decode as we go then
             log.warning("the photo cache just built in %s does not read back", folder)
             return None
@@ -133,30 +162,87 @@ def _opened(folder: Path, root: Path, image_size: int, array: np.ndarray, rows: 
     return PhotoCache(folder, root, image_size, array, rows, decoded, state, seconds)
 
 
-def _load(folder: Path, wanted: str, image_size: int
+def _load(folder: Path, wanted: str, image_size: int, expected: list[str]
           ) -> tuple[np.ndarray, dict[str, int], np.ndarray] | None:
-    """The complete cache in ``folder`` if it matches; None for a missing, stale or broken
-    one (a reader never sees a half-built cache: those live in another folder)."""
+    """The complete cache in ``folder`` if it matches; None for a missing or stale one (a
+    reader never sees a half-built cache: those live in another folder). Raises _Broken for
+    one whose manifest and files disagree, so that no fault surfaces later as a bad index."""
     try:
-        manifest = json.loads((folder / MANIFEST).read_text())
-        if (manifest.get("format") != FORMAT or manifest.get("fingerprint") != wanted
-                or manifest.get("image_size") != image_size):
-            return None
-        paths = manifest["paths"]
-        shape = (len(paths), image_size, image_size, 3)
-        if (folder / IMAGES).stat().st_size != int(np.prod(shape)):
-            return None
+        text = (folder / MANIFEST).read_text()
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise _Broken(f"its manifest does not read: {exc}") from None
+    manifest = _checked_manifest(text, wanted, image_size)
+    if manifest is None:
+        return None
+    paths, undecodable = manifest["paths"], manifest["undecodable"]
+    shape = (len(paths), image_size, image_size, 3)
+    _check_images(folder / IMAGES, shape)
+    if paths != expected:
+        raise _Broken(f"its manifest's paths are not the dataset's {len(expected)} photos")
+    bad = [row for row in undecodable if not _whole(row) or not 0 <= row < len(paths)]
+    if bad:
+        raise _Broken(f"its manifest's undecodable names {reprlib.repr(bad[0])}, not one of "
+                      f"its {len(paths)} rows")
+    try:
         array = np.memmap(folder / IMAGES, dtype=np.uint8, mode="r", shape=shape) \
             if paths else np.zeros(shape, dtype=np.uint8)
-        if paths and hasattr(mmap, "MADV_RANDOM"):
-            # Batches read scattered rows: the kernel's read-ahead would page in (and charge
-            # each run for) neighbours no batch asked for.
-            array._mmap.madvise(mmap.MADV_RANDOM)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    except (OSError, ValueError) as exc:
+        raise _Broken(f"its {IMAGES} does not map: {exc}") from None
+    if paths and hasattr(mmap, "MADV_RANDOM"):
+        # Batches read scattered rows: the kernel's read-ahead would page in (and charge
+        # each run for) neighbours no batch asked for.
+        array._mmap.madvise(mmap.MADV_RANDOM)
     decoded = np.ones(len(paths), dtype=bool)
-    decoded[manifest.get("undecodable", [])] = False
+    decoded[undecodable] = False
     return array, {p: i for i, p in enumerate(paths)}, decoded
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is no row
+
+
+def _checked_manifest(text: str, wanted: str, image_size: int) -> dict[str, Any] | None:
+    """The manifest with each field of the type the builder writes; None for another
+    format's or another dataset's (stale, not broken); raises _Broken otherwise."""
+    try:
+        manifest = json.loads(text)
+    except ValueError:
+        raise _Broken("its manifest is not JSON") from None
+    if not isinstance(manifest, dict):
+        raise _Broken(f"its manifest is a JSON {type(manifest).__name__}, not an object")
+
+    def field(key: str, ok: Callable[[Any], bool], what: str) -> Any:
+        value = manifest.get(key)
+        if not ok(value):
+            raise _Broken(f"its manifest's {key} is {reprlib.repr(value)}, not {what}")
+        return value
+
+    if field("format", _whole, "a whole number") != FORMAT:
+        return None  # an older layout: its other fields may differ
+    if field("fingerprint", lambda v: isinstance(v, str), "a string") != wanted:
+        return None
+    if field("image_size", _whole, "a whole number") != image_size:
+        raise _Broken(f"its manifest says {manifest['image_size']} px in the {image_size} px "
+                      "folder")
+    field("paths", lambda v: isinstance(v, list), "a list")
+    field("undecodable", lambda v: isinstance(v, list), "a list")
+    return manifest
+
+
+def _check_images(path: Path, shape: tuple[int, ...]) -> None:
+    """The pixel file holds exactly ``shape`` (its size, from stat: nothing is read)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise _Broken(f"its {IMAGES} is missing") from None
+    except OSError as exc:
+        raise _Broken(f"its {IMAGES} does not read: {exc}") from None
+    needed = int(np.prod(shape))
+    if not stat.S_ISREG(st.st_mode) or st.st_size != needed:
+        raise _Broken(f"its {IMAGES} holds {st.st_size} bytes where {shape[0]} photos at "
+                      f"{shape[1]} px take {needed}")
 
 
 @contextmanager

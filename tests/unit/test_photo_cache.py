@@ -3,6 +3,8 @@ never read half-built, and the pipeline gives the same photos from it as without
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import subprocess
@@ -21,6 +23,7 @@ from testkit.paths import ROOT
 from testkit.synthetic import make_flat_dataset, photo_bytes
 
 SIZE = 24
+CACHE_LOG = "ml.photo_cache"
 
 
 @pytest.fixture
@@ -182,3 +185,87 @@ def test_the_pipeline_gives_the_same_batches_from_the_cache(dataset, tmp_path):
     epochs = [np.concatenate([y for _, y in shuffled.as_numpy_iterator()]) for _ in range(2)]
     assert sorted(epochs[1]) == sorted(epochs[0])
     assert sorted(epochs[0]) == sorted(df["label"].astype("float32"))
+
+
+
+def _cache_warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == CACHE_LOG and r.levelno >= logging.WARNING]
+
+
+def _edit_manifest(folder: Path, edit) -> None:
+    manifest = json.loads((folder / MANIFEST).read_text())
+    edit(manifest)
+    (folder / MANIFEST).write_text(json.dumps(manifest))
+
+
+def test_a_manifest_naming_an_undecodable_row_outside_the_cache_is_rebuilt(dataset, tmp_path,
+                                                                           caplog):
+    """Issue 33: the run failed with numpy's "index 1000000000 is out of bounds", every time."""
+    from ml.train import train
+
+    cache_dir = tmp_path / "cache"
+    _, first = _open(dataset, cache_dir, size=32)
+    _edit_manifest(first.directory, lambda m: m.update(undecodable=[1_000_000_000]))
+    del first
+    caplog.set_level(logging.INFO, logger=CACHE_LOG)
+    events: list[dict] = []
+    summary = train({"image_size": 32, "batch_size": 8, "augment": False, "epochs": 1},
+                    dataset, tmp_path / "run", on_event=events.append, run_id="r1",
+                    photo_cache_dir=cache_dir)
+    assert summary["status"] == "succeeded"
+    assert events[0]["photo_cache"]["state"] == "built"
+    [warning] = _cache_warnings(caplog)
+    assert str(cache_folder(cache_dir, dataset, 32)) in warning and "undecodable" in warning
+
+
+def _truncate_images(folder: Path) -> None:
+    with open(folder / IMAGES, "r+b") as fh:
+        fh.truncate((folder / IMAGES).stat().st_size - 1)
+
+
+# What a cache folder can come to hold (edited by hand, a disk gone wrong, another version).
+POISONINGS = {
+    "undecodable negative": lambda f: _edit_manifest(f, lambda m: m.update(undecodable=[-1])),
+    "undecodable not whole": lambda f: _edit_manifest(f, lambda m: m.update(undecodable=[1.5])),
+    "undecodable a string": lambda f: _edit_manifest(f, lambda m: m.update(undecodable=["2"])),
+    "undecodable a bool": lambda f: _edit_manifest(f, lambda m: m.update(undecodable=[True])),
+    "undecodable not a list": lambda f: _edit_manifest(f, lambda m: m.update(undecodable=3)),
+    "paths longer than the array": lambda f: _edit_manifest(
+        f, lambda m: m["paths"].append("cat.999.jpg")),
+    "paths not the dataset's": lambda f: _edit_manifest(
+        f, lambda m: m["paths"].__setitem__(0, "cat.999.jpg")),
+    "pixel file truncated": _truncate_images,
+    "pixel file missing": lambda f: (f / IMAGES).unlink(),
+    "manifest not JSON": lambda f: (f / MANIFEST).write_text('{"format": 1, "paths": ['),
+    "manifest a JSON list": lambda f: (f / MANIFEST).write_text("[1, 2, 3]"),
+    "image_size a string": lambda f: _edit_manifest(f, lambda m: m.update(image_size=str(SIZE))),
+    "image_size a float": lambda f: _edit_manifest(f, lambda m: m.update(image_size=SIZE + 0.0)),
+    "format a bool": lambda f: _edit_manifest(f, lambda m: m.update(format=True)),
+}
+
+
+@pytest.mark.parametrize("poison", POISONINGS.values(), ids=POISONINGS.keys())
+def test_a_cache_whose_manifest_and_files_disagree_is_rebuilt_once(dataset, tmp_path, caplog,
+                                                                    poison):
+    cache_dir = tmp_path / "cache"
+    _, first = _open(dataset, cache_dir)
+    pixels, rows = np.array(first.images), dict(first.rows)
+    folder = first.directory
+    del first  # its mapping goes before the file is cut short
+    poison(folder)
+
+    caplog.set_level(logging.INFO, logger=CACHE_LOG)
+    _, rebuilt = _open(dataset, cache_dir)
+    assert rebuilt.state == "built"
+    [warning] = _cache_warnings(caplog)
+    assert str(folder) in warning
+    assert rebuilt.rows == rows and rebuilt.decoded.all()
+    assert np.array_equal(np.asarray(rebuilt.images), pixels)
+
+    caplog.clear()
+    result, again = _open(dataset, cache_dir)
+    assert again.state == "reused" and _cache_warnings(caplog) == []
+    picked, labels = again.select(result.images)
+    assert len(picked) == len(labels) == 12
+    assert np.array_equal(np.asarray(again.images), pixels)
