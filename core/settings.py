@@ -60,6 +60,9 @@ class Settings:
     # A running run whose worker has not written a heartbeat for this long is marked lost.
     heartbeat_s: float = 5.0
     lost_after_s: float = 60.0
+    # How long the web process's writes wait for another process's lock on the run store
+    # before answering "busy" (503); workers wait longer (core.store.DEFAULT_BUSY_S).
+    store_busy_s: float = 3.0
     state_dir: Path = ROOT / DEFAULT_STATE_DIR
     # Launching and cancelling others' runs need this when set; an open lab when None.
     passcode: str | None = field(default=None, repr=False)
@@ -160,6 +163,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         models_dir=_path(env.get("LAB_MODELS_DIR") or DEFAULT_MODELS_DIR),
         heartbeat_s=_number(env, "LAB_HEARTBEAT_S", 5.0),
         lost_after_s=_number(env, "LAB_RUN_LOST_AFTER_S", 60.0),
+        store_busy_s=_number(env, "LAB_STORE_BUSY_S", 3.0),
         state_dir=state_dir,
         passcode=env.get("LAB_PASSCODE") or None,
         secret_key=env.get("LAB_SECRET_KEY") or None,

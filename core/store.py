@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,8 +43,8 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from core.queue import fair_order
 from ml.events import Body, Event, stamp
@@ -106,25 +109,62 @@ events = Table(
 )
 
 
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    # WAL lets the web process read while a worker writes; the busy timeout makes writers
-    # wait for each other instead of failing with "database is locked".
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+# How long a process's writes wait for another's write lock before giving up (seconds): a
+# worker's writes are its run's progress, so by default they wait long; the web process
+# passes its own short LAB_STORE_BUSY_S, so a caller hears "busy" instead of hanging.
+DEFAULT_BUSY_S = 30.0
+# SQLite's result codes for "another connection holds the lock" (the low byte of extended
+# codes such as SQLITE_BUSY_SNAPSHOT): SQLITE_BUSY and SQLITE_LOCKED.
+_SQLITE_BUSY_CODES = (5, 6)
+_BUSY_MESSAGES = ("database is locked", "database table is locked")
+
+STORE_BUSY = "the lab's run store is busy; nothing was saved — try again in a few seconds"
 
 
-def make_engine(database_url: str) -> Engine:
-    """An engine for the URL; for SQLite the folder is created and the pragmas set."""
+class StoreBusy(Exception):
+    """A write gave up waiting for another process's lock on the run store; its transaction
+    was rolled back, so nothing of it was kept."""
+
+    def __init__(self, message: str = STORE_BUSY):
+        super().__init__(message)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether a database error means the store was locked by another writer (SQLite's
+    SQLITE_BUSY/SQLITE_LOCKED), not any other failure."""
+    orig = getattr(exc, "orig", exc)
+    if not isinstance(orig, sqlite3.OperationalError):
+        return False
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _SQLITE_BUSY_CODES
+    return str(orig).strip().lower() in _BUSY_MESSAGES
+
+
+def _sqlite_pragmas(busy_s: float) -> Callable[[Any, Any], None]:
+    def set_pragmas(dbapi_connection, _record) -> None:
+        # WAL lets the web process read while a worker writes; the busy timeout makes
+        # writers wait for each other (up to busy_s) instead of failing at once.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_s * 1000)}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return set_pragmas
+
+
+def make_engine(database_url: str, *, busy_s: float = DEFAULT_BUSY_S) -> Engine:
+    """An engine for the URL; for SQLite the folder is created and the pragmas set, and a
+    write waits at most ``busy_s`` for another connection's write lock."""
     url = make_url(database_url)
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = create_engine(url, connect_args={"timeout": busy_s,
+                                                  "check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas(busy_s))
         return engine
     return create_engine(url, pool_pre_ping=True)
 
@@ -151,14 +191,28 @@ def _event_row(ev: Event) -> dict[str, Any]:
 class RunStore:
     """Runs and their events. Safe to share between threads; create one per process."""
 
-    def __init__(self, database_url: str):
+    def __init__(self, database_url: str, *, busy_s: float = DEFAULT_BUSY_S):
+        """``busy_s``: how long a write waits for another process's write lock (SQLite)
+        before it raises :class:`StoreBusy`."""
         from core.schema import upgrade_to_head
 
         self.url = database_url
-        self.engine = make_engine(database_url)
+        self.engine = make_engine(database_url, busy_s=busy_s)
         upgrade_to_head(self.engine)
 
     # -- writes -----------------------------------------------------------------------------
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """One write transaction; a lock held past the busy wait is StoreBusy (rolled back)."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except OperationalError as exc:
+            if is_busy(exc):
+                log.warning("the run store stayed locked by another writer: %s", exc.orig)
+                raise StoreBusy() from exc
+            raise
 
     def insert_run(self, run_id: str, config: dict[str, Any], first: Body, *,
                    launched_from: str | None = None, owner: str | None = None,
@@ -166,7 +220,7 @@ class RunStore:
         """A new queued run with its first event (seq 1), in one transaction."""
         now = time.time()
         ev = stamp(first, run_id, 1, now)
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(insert(runs).values(
                 id=run_id, created=now, status="queued", config=json.dumps(config),
                 cancel_requested=False, epochs_done=0, launched_from=launched_from,
@@ -176,14 +230,14 @@ class RunStore:
 
     def delete_run(self, run_id: str) -> None:
         """Remove a run that never reached the queue (the broker refused it)."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             conn.execute(events.delete().where(events.c.run_id == run_id))
             conn.execute(runs.delete().where(runs.c.id == run_id))
 
     def update_run(self, run_id: str, *, where: dict[str, Any] | None = None,
                    **values: Any) -> bool:
         """Set columns of a run if it still matches ``where`` (column → value); whether it did."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             done = conn.execute(update(runs).where(runs.c.id == run_id, *self._match(where))
                                 .values(**self._encode(values)))
         return done.rowcount == 1
@@ -193,7 +247,7 @@ class RunStore:
         """Store one event with the run's next seq, and set ``values`` on the run, together
         and only if the run still matches ``where``; the stamped event, or None (nothing
         changed) when it does not."""
-        with self.engine.begin() as conn:
+        with self._writing() as conn:
             row = conn.execute(update(runs).where(runs.c.id == run_id, *self._match(where))
                                .values(last_seq=runs.c.last_seq + 1, **self._encode(values))
                                .returning(runs.c.last_seq)).first()
@@ -381,7 +435,7 @@ class RunStore:
         values = {"value": json.dumps(value), "changed": time.time(), "changed_by": by}
         for attempt in (1, 2):
             try:
-                with self.engine.begin() as conn:
+                with self._writing() as conn:
                     if not conn.execute(update(lab_flags).where(lab_flags.c.name == name)
                                         .values(**values)).rowcount:
                         conn.execute(insert(lab_flags).values(name=name, **values))

@@ -16,10 +16,19 @@ from werkzeug.exceptions import HTTPException
 
 from core import downloads
 from core.run_service import QueueDown
+from core.store import StoreBusy
 from dashboard import access, class_board, predict, run_query
-from dashboard.helpers import BadArgument, int_arg, json_error, lab_settings, run_service
+from dashboard.helpers import (
+    STORE_RETRY_AFTER_S,
+    BadArgument,
+    int_arg,
+    json_body,
+    json_error,
+    lab_settings,
+    run_service,
+)
 from dashboard.launching import REDIS_DOWN, launch
-from dashboard.security import CrossSite
+from dashboard.security import SAFE_METHODS, CrossSite
 from ml.config import parse_config
 from ml.errors import ConfigError
 
@@ -62,10 +71,24 @@ def _bad_argument(exc: BadArgument):
     return json_error(400, str(exc))
 
 
+@bp.errorhandler(StoreBusy)
+def _store_busy(exc: StoreBusy):
+    resp, status = json_error(503, str(exc))
+    return resp, status, {"Retry-After": str(STORE_RETRY_AFTER_S)}
+
+
 @bp.errorhandler(Exception)
 def _unexpected(exc: Exception):
     log.exception("API error")
     return json_error(500, "something went wrong on the server; the details are in its log")
+
+
+@bp.before_request
+def _read_json_body():
+    # Every write's JSON body is read before its view runs, so one that cannot be read (bad
+    # JSON, nested too deeply, too large) gets its 400 or 413 on any route, used or not.
+    if request.method not in SAFE_METHODS and request.is_json:
+        json_body()
 
 
 # -- runs -------------------------------------------------------------------------------------
@@ -74,7 +97,7 @@ def _unexpected(exc: Exception):
 @bp.post("/runs")
 def create_run():
     """Launch a run: 202 with the queued run."""
-    data = request.get_json(silent=True) if request.content_length else {}
+    data = json_body()
     if data is None:
         return json_error(400, "send the run's settings as a JSON object "
                                "(Content-Type: application/json)")
@@ -216,6 +239,8 @@ def resume_queue():
     access.require_passcode("resuming the queue")
     try:
         run_service().resume_queue(waiting_tasks, by=_by())
+    except StoreBusy:
+        raise  # the flag was not changed: the caller must hear so (503)
     except Exception as exc:  # Redis away: the flag is off; the web's queue check re-sends
         log.warning("queue resumed, but its tasks could not be sent yet: %s", exc)
     return lab_state()
@@ -316,7 +341,7 @@ def dataset_download_start():
     from worker.celery_app import queue_download
 
     access.require_passcode("downloading the dataset")
-    data = request.get_json(silent=True) or {}
+    data = json_body() or {}
     source = data.get("source", "auto") if isinstance(data, dict) else "auto"
     if source not in ("auto", "petimages", "kaggle"):
         return json_error(422, "source must be auto, petimages or kaggle", fields={

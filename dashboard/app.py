@@ -15,9 +15,9 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from core.bus import Publisher
 from core.run_service import RunService
 from core.settings import Settings, load_settings
-from core.store import RunStore
+from core.store import RunStore, StoreBusy
 from dashboard import filters
-from dashboard.helpers import sentence
+from dashboard.helpers import STORE_RETRY_AFTER_S, LabRequest, sentence
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     """
     settings = settings or load_settings()
     app = Flask("dashboard", template_folder="../templates", static_folder="../static")
+    app.request_class = LabRequest  # unreadable JSON bodies are a 400, never a 500
     app.config["LAB_SETTINGS"] = settings
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
     from dashboard import access
@@ -50,7 +51,9 @@ def create_app(settings: Settings | None = None, *, start_background: bool = Tru
     from worker import celery_app
 
     celery_app.configure(settings)
-    service = RunService(RunStore(settings.database_url), models_dir=settings.models_dir,
+    # The web's writes wait only briefly for a busy store: the caller gets a 503 to retry.
+    store = RunStore(settings.database_url, busy_s=settings.store_busy_s)
+    service = RunService(store, models_dir=settings.models_dir,
                          bus=Publisher(settings), enqueue=celery_app.queue_training,
                          lost_after_s=settings.lost_after_s,
                          launch_locked_default=settings.lock_launch)
@@ -94,6 +97,14 @@ def _register_error_pages(app: Flask) -> None:
         if request.path.startswith("/api/"):
             return jsonify({"error": message}), 413
         return page(413, "Upload too large", sentence(message))
+
+    @app.errorhandler(StoreBusy)
+    def _store_busy(exc: StoreBusy):
+        retry = {"Retry-After": str(STORE_RETRY_AFTER_S)}
+        if request.path.startswith("/api/"):
+            return jsonify({"error": str(exc)}), 503, retry
+        body, status = page(503, "The lab is busy", sentence(str(exc)))
+        return body, status, retry
 
     @app.errorhandler(CrossSite)
     def _cross_site(exc: CrossSite):

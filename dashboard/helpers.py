@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app, jsonify, request
+from flask import Request, current_app, jsonify, request
+from werkzeug.exceptions import BadRequest
+
+NOT_JSON = "the request body is not valid JSON (or it is nested too deeply to read)"
+# Seconds a caller is told to wait before trying a write again when the run store is busy.
+STORE_RETRY_AFTER_S = 5
 
 
 def lab_settings():
@@ -29,6 +34,37 @@ def sentence(message: str) -> str:
 def json_error(status: int, message: str, **extra: Any):
     """The API's error answer: ``{"error": "one sentence", ...}`` with the status."""
     return jsonify({"error": message, **extra}), status
+
+
+class LabRequest(Request):
+    """Flask's request, whose JSON body, when it cannot be read, is a 400 with a sentence.
+
+    Flask answers a bare 400 for bad JSON, and lets the RecursionError of a body nested
+    thousands deep through (a 500): both are the caller's mistake, so both say so here.
+    """
+
+    def on_json_loading_failed(self, e: ValueError | None) -> Any:
+        if e is None:  # not sent as JSON at all: Flask's 415 says so
+            return super().on_json_loading_failed(e)
+        raise BadRequest(NOT_JSON)
+
+    def get_json(self, force: bool = False, silent: bool = False,
+                 cache: bool = True) -> Any | None:
+        try:
+            return super().get_json(force=force, silent=silent, cache=cache)
+        except RecursionError:
+            if silent:
+                return None
+            raise BadRequest(NOT_JSON) from None
+
+
+def json_body() -> Any | None:
+    """The request's JSON body: ``{}`` when it is empty, None when it is not sent as JSON
+    (the caller says what it wants instead). A body that cannot be read (bad JSON, nested
+    too deeply) raises BadRequest with a sentence; one over MAX_CONTENT_LENGTH, a 413."""
+    if not request.is_json:
+        return None if request.content_length else {}
+    return request.get_json() if request.get_data(cache=True).strip() else {}
 
 
 class BadArgument(ValueError):

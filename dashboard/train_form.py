@@ -9,9 +9,10 @@ from typing import Any
 from flask import Blueprint, redirect, render_template, request, url_for
 
 from core.run_service import QueueDown
+from core.store import StoreBusy
 from dashboard import access
 from dashboard.filters import learning_rate
-from dashboard.helpers import sentence
+from dashboard.helpers import STORE_RETRY_AFTER_S, sentence
 from dashboard.launching import REDIS_DOWN, launch
 from ml.config import BOUNDS, CHOICES, RECIPE_DEFAULTS, TrainConfig, parse_config
 from ml.errors import ConfigError
@@ -171,4 +172,7 @@ def submit():
         return _render(typed, notice=sentence(exc.message))
     except QueueDown:
         return _render(data, notice=sentence(REDIS_DOWN), status=503)
+    except StoreBusy as exc:  # nothing was stored: what was typed stays, to send again
+        body, status = _render(typed, notice=sentence(str(exc)), status=503)
+        return body, status, {"Retry-After": str(STORE_RETRY_AFTER_S)}
     return redirect(url_for("runs.detail", run_id=run["id"]))
