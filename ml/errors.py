@@ -27,10 +27,11 @@ class ConfigError(LabError):
 
 
 class ImageError(LabError):
-    """A photo that cannot be read (empty, corrupt, not an image, too large).
+    """A photo that cannot be read (empty, corrupt, not an image, too large), or one with
+    nothing in it to judge (fully transparent, one flat colour).
 
     ``status`` is the HTTP status an API answers with: 415 not a photo, 413 too large,
-    422 empty, corrupt or truncated.
+    422 empty, corrupt, truncated or with nothing to judge.
     """
 
     def __init__(self, message: str, status: int = 422):

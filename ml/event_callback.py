@@ -158,9 +158,13 @@ class _EventReporter:
             "image_size": self.image_size,
         }
         partial = self.cancelled and self._steps_done < self._steps
+        # Said only by an epoch that shows it, tagged with the epoch the finding began.
+        found = overfitting([*self.history, row])
+        said = found if found is not None and found.epoch == epoch_no else None
         self._record(events.epoch(**row, partial=partial, gpu=gpu_load(),
                                   confusion=confusion_from_logs(logs),
-                                  insight=overfitting([*self.history, row])))
+                                  insight=said and said.text,
+                                  insight_since=said and said.since))
         self.history.append(row)
         if self._panel is not None and len(self._panel):
             self._record(events.panel(epoch=epoch_no, items=self._panel.score(self.model)))

@@ -27,7 +27,11 @@ Types and their fields (beyond the four common ones):
                      mid-epoch), gpu (None on a CPU; else utilisation_pct, memory_used_mb),
                      confusion (this epoch's validation pass: [[dog→dog, dog→cat],
                      [cat→dog, cat→cat]], rows the truth; None if not measured), insight (a
-                     plain sentence when overfitting starts at this epoch: ``ml.insights``),
+                     plain sentence when this epoch shows overfitting: ``ml.insights``),
+                     insight_since (the epoch that finding began: a later epoch that shows it
+                     again carries the same one with an updated sentence, so a viewer keeps
+                     one entry per finding; None without an insight, absent in runs from
+                     before it was recorded, whose insight says each start anew),
                      image_size (the size of the photos this epoch trained on: smaller than
                      the run's for progressive resizing's first epochs; validation is always
                      at the run's size; None in runs from before it was recorded)
@@ -123,12 +127,12 @@ def epoch(*, epoch: int, loss: float | None, accuracy: float | None, val_loss: f
           val_accuracy: float | None, lr: float, seconds: float, images_per_s: float,
           partial: bool = False, gpu: dict[str, Any] | None = None,
           confusion: list[list[int]] | None = None, insight: str | None = None,
-          image_size: int | None = None) -> Body:
+          insight_since: int | None = None, image_size: int | None = None) -> Body:
     """One finished epoch, with its validation pass (and how busy the GPU is, if any)."""
     return _body("epoch", epoch=epoch, loss=loss, accuracy=accuracy, val_loss=val_loss,
                  val_accuracy=val_accuracy, lr=lr, seconds=seconds, images_per_s=images_per_s,
                  partial=partial, gpu=gpu, confusion=confusion, insight=insight,
-                 image_size=image_size)
+                 insight_since=insight_since, image_size=image_size)
 
 
 def panel(*, epoch: int, items: list[dict[str, Any]]) -> Body:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError
 
 from ml.errors import ImageError
 from ml.formats import sniff
@@ -37,6 +37,10 @@ _KNOWN = ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a zip archive"),
           (b"<?xml", "an XML file"), (b"<!DOCTYPE", "a web page"), (b"<html", "a web page"),
           (b"\x00\x00\x00\x0cjP", "a JPEG 2000 image"), (b"8BPS", "a Photoshop file"),
           (b"\x7fELF", "a program"), (b"MZ", "a program"))
+# An image whose every channel varies less than this (of 255) is one flat colour, give or
+# take an encoder's noise: a real photo, even of a white cat on snow, varies far more.
+FLAT_STDDEV = 2.0
+NOT_A_PET = "this doesn't look like a photo of a pet"
 
 
 def _not_a_photo(data: bytes) -> ImageError:
@@ -57,13 +61,25 @@ def _not_a_photo(data: bytes) -> ImageError:
 
 @dataclass
 class Photo:
-    """A decoded upload: upright RGB, the format its bytes are in, its size as sent, and
-    notes on what was converted for the model."""
+    """A decoded upload: upright RGB, the format its bytes are in, its size as sent, notes
+    on what was converted for the model, and why it has nothing to judge (fully
+    transparent, one flat colour), if so: prediction refuses those (see judged_photo)."""
 
     image: Image.Image
     format: str
     size: tuple[int, int]
     notes: list[str]
+    blank: str | None = None
+
+
+def _blank(rgb: Image.Image, transparent: bool) -> str | None:
+    """Why an image has nothing in it to judge, or None: a model asked anyway answers
+    "cat" or "dog" about nothing, and sounds sure."""
+    if transparent:
+        return "it is fully transparent, so there is nothing in it to judge"
+    if max(ImageStat.Stat(rgb).stddev) < FLAT_STDDEV:
+        return "it is all one colour, so there is nothing in it to judge"
+    return None
 
 
 def read_photo(data: bytes) -> Photo:
@@ -71,11 +87,13 @@ def read_photo(data: bytes) -> Photo:
 
     Greyscale, palette, 16-bit, CMYK and transparent images are converted (transparency is
     flattened onto white), animated ones use their first frame: each says so in a note.
-    Raises ImageError, with an HTTP status, for anything that is not a readable photo.
+    Raises ImageError, with an HTTP status, for anything that is not a readable photo; one
+    with nothing in it to judge is read, with ``blank`` saying why (judged_photo refuses it).
     """
     if not data:
         raise ImageError("the file is empty", 422)
     notes: list[str] = []
+    transparent = False
     try:
         image = Image.open(io.BytesIO(data), formats=FORMATS)
         width, height = image.size
@@ -107,9 +125,11 @@ def read_photo(data: bytes) -> Photo:
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P"
                                                    and "transparency" in image.info):
             rgba = image.convert("RGBA")
+            transparent = rgba.getchannel("A").getextrema() == (0, 0)
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             image = Image.alpha_composite(background, rgba)
-        return Photo(image.convert("RGB"), fmt, (width, height), notes)
+        rgb = image.convert("RGB")
+        return Photo(rgb, fmt, (width, height), notes, _blank(rgb, transparent))
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -127,6 +147,15 @@ def load_rgb(data: bytes) -> Image.Image:
     return read_photo(data).image
 
 
+def judged_photo(data: bytes) -> Photo:
+    """A photo to predict on: read_photo's, refused (ImageError, 422, as a corrupt photo
+    is) when there is nothing in it to judge."""
+    photo = read_photo(data)
+    if photo.blank:
+        raise ImageError(f"{NOT_A_PET}: {photo.blank}", 422)
+    return photo
+
+
 def to_model_input(image: Image.Image, image_size: int) -> np.ndarray:
     """Resize exactly as the training pipeline does: (size, size, 3) float32 in 0..255."""
     from ml.pipeline import resize_to_uint8
@@ -142,7 +171,8 @@ def _result(p: float) -> dict[str, Any]:
 
 def predict_images(loaded: LoadedModel, images: list[bytes]) -> list[dict[str, Any]]:
     """One ``{label, cat_probability, confidence}`` per photo (bytes); ImageError if one is bad."""
-    batch = np.stack([to_model_input(load_rgb(data), loaded.image_size) for data in images])
+    batch = np.stack([to_model_input(judged_photo(data).image, loaded.image_size)
+                      for data in images])
     probs = np.asarray(_forward(loaded)(batch)).reshape(-1)
     return [_result(float(p)) for p in probs]
 
@@ -252,7 +282,7 @@ def explain_bytes(loaded: LoadedModel, data: bytes) -> dict[str, Any]:
 
     ``{label, cat_probability, confidence, heatmap, overlay_png, format, size, notes}``.
     """
-    photo = read_photo(data)
+    photo = judged_photo(data)
     heatmap, p = gradcam(loaded, photo.image)
     return {**_result(p), "heatmap": heatmap, "overlay_png": overlay_png(photo.image, heatmap),
             "format": photo.format, "size": photo.size, "notes": photo.notes}

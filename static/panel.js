@@ -10,7 +10,7 @@
   if (!card) return;
   const panels = new Map();      // epoch -> items
   const confusions = new Map();  // epoch -> [[dog→dog, dog→cat], [cat→dog, cat→cat]]
-  const notes = new Map();       // "kind:epoch" -> sentence, so a replay adds each once
+  const notes = new Map();       // "kind:epoch" (or "insight") -> its <li>: a replay adds each once
   const slider = $("panel-slider");
   let following = true;          // the slider keeps to the newest epoch until moved back
   let figures = [];
@@ -86,12 +86,17 @@
     $("confusion-accuracy").textContent = n ? pct((cm[0][0] + cm[1][1]) / n, 0) : "–";
   }
 
-  function note(key, epoch, text) {
-    if (notes.has(key)) return;
-    notes.set(key, text);
+  // One entry per key, under the epoch it began; `update` rewrites an existing one's text.
+  function note(key, epoch, text, update = false) {
+    const had = notes.get(key);
+    if (had) {
+      if (update) had.textContent = text;
+      return;
+    }
     const li = document.createElement("li");
     li.dataset.epoch = String(epoch);
     li.textContent = text;
+    notes.set(key, li);
     $("run-notes").append(li);
     $("notes-card").hidden = false;
   }
@@ -114,7 +119,13 @@
     },
     epoch(ev) {
       if (ev.confusion) confusions.set(ev.epoch, ev.confusion);
-      if (ev.insight) note("insight:" + ev.epoch, ev.epoch, ev.insight);
+      // The run's overfitting is one finding: later epochs update it (insight_since, the
+      // epoch it began). Runs stored before insight_since said each repeat as if it began
+      // anew: the first is kept.
+      if (ev.insight) {
+        const since = typeof ev.insight_since === "number" ? ev.insight_since : null;
+        note("insight", since === null ? ev.epoch : since, ev.insight, since !== null);
+      }
       if (runSize && ev.image_size && ev.image_size < runSize) {
         note("small", ev.epoch, "Epoch " + ev.epoch + ": training starts on small " +
           ev.image_size + " px photos. They have " +

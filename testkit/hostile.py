@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from testkit.synthetic import photo_bytes
+from testkit.synthetic import photo_bytes, synthetic_photo
 
 # A file name that would run script if any page failed to escape it.
 HOSTILE_NAME = '<img src=x onerror="window.__xss=1">&amp;'
@@ -62,7 +62,8 @@ def _encoded(image: Image.Image, fmt: str, **kw) -> bytes:
 
 
 def _animated_gif() -> bytes:
-    frames = [Image.new("RGB", (32, 32), (i * 60, 100, 200 - i * 40)) for i in range(4)]
+    # Frames with something in them: a flat colour is refused as not a photo of a pet.
+    frames = [synthetic_photo("dog", size=32, seed=i) for i in range(4)]
     return _encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=80,
                     loop=0)
 
@@ -106,6 +107,11 @@ def named_cases() -> list[Case]:
              "too large"),
         Case("zero-size-header", _png_header_only(0, 0), "zero.png", "image/png", 422,
              "corrupt"),
+        # Readable, but nothing in them to judge: no verdict about nothing.
+        Case("fully-transparent-png", _encoded(Image.new("RGBA", (64, 64), (0, 0, 0, 0)), "PNG"),
+             "clear.png", "image/png", 422, "doesn't look like a photo of a pet"),
+        Case("flat-colour-jpeg", _encoded(Image.new("RGB", (64, 64), (128, 128, 128)), "JPEG"),
+             "grey.jpg", "image/jpeg", 422, "doesn't look like a photo of a pet"),
         # Real photos in unusual encodings: answered, with a note on what was converted.
         Case("animated-gif", _animated_gif(), "wag.gif", "image/gif", 200, "animated"),
         Case("16-bit-png", _png_16bit(), "scan16.png", "image/png", 200, "16-bit"),

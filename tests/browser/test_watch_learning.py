@@ -101,14 +101,51 @@ def test_a_run_made_to_overfit_says_so_at_the_epoch_it_starts(idle_lab, watched)
     page = watched().page
     page.goto(f"{idle_lab.url}/runs/{run_id}")
     wait_result(page)
-    said = [(e["epoch"], e["insight"]) for e in all_events(idle_lab, run_id)
-            if e["type"] == "epoch" and e["insight"]]
+    said = [e for e in all_events(idle_lab, run_id) if e["type"] == "epoch" and e["insight"]]
     assert said, "the run did not overfit enough to be told"
+    # One finding: begun once, then the same one said again, updated, at later epochs.
+    since = said[0]["epoch"]
+    assert {e["insight_since"] for e in said} == {since}
+    assert said[0]["insight"].startswith(f"Overfitting from epoch {since}:")
+    assert all(e["insight"].startswith(f"Overfitting since epoch {since}:") for e in said[1:])
+    # The page says it once, under the epoch it began, as the last epoch left it.
+    assert _overfitting_notes(page) == [(since, said[-1]["insight"])]
+
+
+def _overfitting_notes(page) -> list[tuple[int, str]]:
     notes = page.locator("#run-notes li")
     shown = [(int(notes.nth(i).get_attribute("data-epoch")), notes.nth(i).inner_text())
              for i in range(notes.count())]
-    assert [s for s in shown if s[1].startswith("Overfitting")] == said
-    assert all(text.startswith(f"Overfitting from epoch {n}:") for n, text in said)
+    return [s for s in shown if s[1].startswith("Overfitting")]
+
+
+def _send(page, *bodies: dict) -> None:
+    """Hands the page's scripts epoch events as run.js does with each one it receives."""
+    page.evaluate("""bodies => { for (const b of bodies) document.dispatchEvent(
+      new CustomEvent('lab:run-event', { detail: { type: 'epoch', ...b } })); }""",
+                  list(bodies))
+
+
+def test_what_happened_says_a_repeated_finding_once(idle_lab, watched):
+    # Issue 33: the same overfitting sentence was listed at epoch 7 and again at epoch 9.
+    run_id = idle_lab.finished_run()
+    page = watched().page
+    page.goto(f"{idle_lab.url}/runs/{run_id}")
+    wait_result(page)
+    assert _overfitting_notes(page) == []  # the 3-epoch model learns without overfitting
+    # A run stored before insight_since: each repeat began anew; the first one is kept.
+    _send(page, {"epoch": 7, "insight": "Overfitting from epoch 7: first."},
+          {"epoch": 9, "insight": "Overfitting from epoch 9: again."})
+    assert _overfitting_notes(page) == [(7, "Overfitting from epoch 7: first.")]
+
+    page = watched().page
+    page.goto(f"{idle_lab.url}/runs/{run_id}")
+    wait_result(page)
+    # Today's events: one finding since epoch 7, its sentence updated at 8 and 9.
+    _send(page, {"epoch": 7, "insight_since": 7, "insight": "Overfitting from epoch 7: a."},
+          {"epoch": 8, "insight_since": 7, "insight": "Overfitting since epoch 7: b."},
+          {"epoch": 9, "insight_since": 7, "insight": "Overfitting since epoch 7: c."})
+    assert _overfitting_notes(page) == [(7, "Overfitting since epoch 7: c.")]
 
 
 @pytest.fixture(scope="module")

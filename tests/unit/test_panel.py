@@ -106,31 +106,63 @@ def _rows(*values):
             for n, (a, va, lo, vl) in enumerate(values, start=1)]
 
 
-def test_overfitting_is_said_once_at_the_epoch_it_starts():
+def test_overfitting_begins_at_the_epoch_it_starts():
     history = _rows((0.60, 0.58, 0.70, 0.69), (0.75, 0.70, 0.55, 0.60),
                     (0.90, 0.78, 0.30, 0.55), (0.95, 0.79, 0.20, 0.60))
     said = [overfitting(history[:n]) for n in range(1, 5)]
-    assert said[0] is None and said[1] is None and said[3] is None
-    assert said[2].startswith("Overfitting from epoch 3") and "90 %" in said[2] \
-        and "78 %" in said[2]
+    assert said[0] is None and said[1] is None
+    assert said[2].since == said[2].epoch == 3
+    assert said[2].text.startswith("Overfitting from epoch 3") and "90 %" in said[2].text \
+        and "78 %" in said[2].text
+    assert (said[3].since, said[3].epoch) == (3, 4)  # the same finding, updated
+    assert said[3].text.startswith("Overfitting since epoch 3") and "95 %" in said[3].text
 
     rising = _rows((0.70, 0.68, 0.60, 0.62), (0.74, 0.70, 0.50, 0.58),
                    (0.78, 0.71, 0.45, 0.60), (0.80, 0.72, 0.40, 0.64), (0.81, 0.72, 0.38, 0.70))
     said = [overfitting(rising[:n]) for n in range(1, 6)]
-    assert said[:3] == [None, None, None] and said[4] is None
-    assert said[3].startswith("Overfitting from epoch 4") and "validation loss has risen" in said[3]
+    assert said[:3] == [None, None, None]
+    assert said[3].text.startswith("Overfitting from epoch 4") \
+        and "validation loss has risen" in said[3].text
+    assert (said[4].since, said[4].epoch) == (4, 5)
     assert overfitting([]) is None
+
+
+def test_overfitting_that_persists_is_one_finding_since_the_epoch_it_began():
+    # Issue 33: the gap opens at 7, dips under the threshold at 8 (while validation loss
+    # rises) and opens wider at 9. One finding since 7, updated; not three new ones.
+    history = _rows((0.55, 0.54, 0.69, 0.69), (0.62, 0.60, 0.65, 0.66),
+                    (0.68, 0.65, 0.60, 0.62), (0.72, 0.68, 0.55, 0.58),
+                    (0.75, 0.70, 0.50, 0.56), (0.78, 0.72, 0.46, 0.55),
+                    (0.84, 0.73, 0.40, 0.57), (0.83, 0.75, 0.38, 0.59),
+                    (0.88, 0.76, 0.33, 0.58))
+    said = [overfitting(history[:n]) for n in range(1, 10)]
+    assert said[:6] == [None] * 6
+    assert [(f.since, f.epoch) for f in said[6:]] == [(7, 7), (7, 8), (7, 9)]
+    first, dip, wider = (f.text for f in said[6:])
+    assert first.startswith("Overfitting from epoch 7:") and "84 %" in first
+    assert dip.startswith("Overfitting since epoch 7:") and "validation loss has risen" in dip
+    assert wider.startswith("Overfitting since epoch 7:") and "has grown since epoch 7" in wider
+    assert "88 %" in wider and "76 %" in wider
+    # After epoch 9 nothing shows it: the finding stays as epoch 9 left it.
+    calm = [*history, {"epoch": 10, "accuracy": 0.80, "val_accuracy": 0.78, "loss": 0.36,
+                       "val_loss": 0.50}]
+    assert overfitting(calm) == said[8]
 
 
 def test_a_run_made_to_overfit_says_so_in_its_epoch_events(tmp_path):
     data = make_flat_dataset(tmp_path / "few", per_class=10)
     _, events = _run(data, tmp_path / "o", epochs=12, learning_rate=0.01,
                      early_stopping_patience=20, val_split=0.5)
-    insights = [(e["epoch"], e["insight"]) for e in events
+    insights = [(e["epoch"], e["insight_since"], e["insight"]) for e in events
                 if e["type"] == "epoch" and e["insight"]]
     assert insights, [(e["epoch"], e["accuracy"], e["val_accuracy"], e["loss"], e["val_loss"])
                       for e in events if e["type"] == "epoch"]
-    assert all(text.startswith(f"Overfitting from epoch {n}") for n, text in insights)
+    since = insights[0][0]  # one finding, from the first epoch that shows it
+    assert {s for _, s, _ in insights} == {since}
+    assert insights[0][2].startswith(f"Overfitting from epoch {since}")
+    assert all(text.startswith(f"Overfitting since epoch {since}") for *_, text in insights[1:])
+    assert all(e["insight_since"] is None for e in events
+               if e["type"] == "epoch" and not e["insight"])
 
 
 def test_the_saved_model_loads_in_plain_keras_compiled(tiny_dataset, tmp_path):

@@ -11,7 +11,9 @@ from PIL import Image
 from ml.errors import ImageError, ModelError
 from ml.evaluate import evaluate
 from ml.model_io import load_model
-from ml.predict import explain_bytes, load_rgb, predict_bytes, predict_images
+from ml.predict import explain_bytes, load_rgb, predict_bytes, predict_images, read_photo
+from testkit.finished_runs import finished_run
+from testkit.paths import SHARED_TRAIN
 from testkit.synthetic import photo_bytes, synthetic_photo
 
 
@@ -108,6 +110,98 @@ def test_bad_photos_raise_clear_image_errors(loaded, data, message, status):
     with pytest.raises(ImageError, match=message) as caught:
         predict_bytes(loaded, data)
     assert caught.value.status == status
+
+
+NOT_A_PET = "this doesn't look like a photo of a pet"
+
+
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def _grey_with_noise() -> Image.Image:
+    # A flat grey with the faint noise a camera or an encoder leaves: still nothing to judge.
+    rng = np.random.default_rng(3)
+    return Image.fromarray(np.clip(128 + rng.normal(0, 1, (48, 64, 3)), 0, 255).astype(np.uint8))
+
+
+BLANK = {
+    "transparent-png": _encoded(Image.new("RGBA", (64, 48), (30, 120, 200, 0)), "PNG"),
+    "flat-grey-jpeg": _encoded(Image.new("RGB", (64, 48), (128, 128, 128)), "JPEG"),
+    "flat-red-png": _encoded(Image.new("RGB", (64, 48), (255, 0, 0)), "PNG"),
+    "faintly-noisy-grey-jpeg": _encoded(_grey_with_noise(), "JPEG"),
+}
+
+
+def _real_photo() -> bytes:
+    if not SHARED_TRAIN.is_dir():
+        pytest.skip(f"real photos not found at {SHARED_TRAIN}")
+    return next(SHARED_TRAIN.glob("cat.*.jpg")).read_bytes()
+
+
+@pytest.mark.parametrize("data", list(BLANK.values()), ids=list(BLANK))
+def test_an_image_with_nothing_to_judge_gets_no_verdict(loaded, data):
+    # Issue 33: a fully transparent PNG was answered "cat, 94 % sure".
+    for predict in (predict_bytes, explain_bytes):
+        with pytest.raises(ImageError, match=NOT_A_PET) as caught:
+            predict(loaded, data)
+        assert caught.value.status == 422  # as a corrupt photo is answered
+
+
+def test_photos_with_something_in_them_still_get_a_verdict(loaded):
+    on_flat = Image.new("RGB", (64, 48), (128, 128, 128))
+    on_flat.paste((90, 60, 40), (24, 16, 40, 32))  # a small subject on a plain background
+    cut_out = synthetic_photo("cat", size=64).convert("RGBA")
+    alpha = Image.new("L", (64, 64), 0)
+    alpha.paste(255, (16, 16, 48, 48))
+    cut_out.putalpha(alpha)  # a cut-out: transparent around the animal
+    for data in (photo_bytes("cat", size=64), photo_bytes("dog", "PNG", size=48, seed=4),
+                 _encoded(on_flat, "JPEG"), _encoded(cut_out, "PNG")):
+        assert predict_bytes(loaded, data)["label"] in ("cat", "dog")
+        assert explain_bytes(loaded, data)["label"] in ("cat", "dog")
+
+
+def test_a_real_photo_still_gets_a_verdict(loaded):
+    data = _real_photo()
+    assert predict_bytes(loaded, data)["label"] in ("cat", "dog")
+    assert explain_bytes(loaded, data)["label"] in ("cat", "dog")
+
+
+def test_real_photos_are_never_taken_for_blank_ones():
+    if not SHARED_TRAIN.is_dir():
+        pytest.skip(f"real photos not found at {SHARED_TRAIN}")
+    paths = sorted(SHARED_TRAIN.glob("*.jpg"))[:400]
+    assert [p.name for p in paths if read_photo(p.read_bytes()).blank] == []
+
+
+def test_the_api_answers_an_image_with_nothing_to_judge_like_a_corrupt_photo(
+        app, client, tiny_model):
+    finished_run(app.extensions["lab_runs"], tiny_model, recipe="fast_cnn", best=0.9, val=100)
+
+    def post(*files: tuple[bytes, str]):
+        return client.post("/api/predict", data={
+            "photos": [(io.BytesIO(data), name) for data, name in files]})
+
+    corrupt = post((photo_bytes("cat")[:300], "cut.jpg"))
+    assert corrupt.status_code == 422
+    for name, data in BLANK.items():
+        resp = post((data, name))
+        assert resp.status_code == corrupt.status_code, (name, resp.json)
+        assert set(resp.json) == set(corrupt.json)
+        assert set(resp.json["results"][0]) == set(corrupt.json["results"][0])
+        assert resp.json["error"].startswith(NOT_A_PET), resp.json["error"]
+        assert resp.json["results"][0]["status"] == 422
+    # Beside photos, the blank one alone is refused: the others are judged.
+    photos = [(photo_bytes("dog", size=48), "dog.jpg"), (BLANK["transparent-png"], "clear.png")]
+    if SHARED_TRAIN.is_dir():
+        photos.append((_real_photo(), "real.jpg"))
+    mixed = post(*photos)
+    assert mixed.status_code == 200
+    results = mixed.json["results"]
+    assert results[0]["label"] in ("cat", "dog") and results[1]["error"].startswith(NOT_A_PET)
+    assert all(r["label"] in ("cat", "dog") for r in results[2:])
 
 
 def test_huge_dimensions_are_refused_before_decoding(loaded):

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import io
-import json
 import re
-import shutil
-import uuid
 
 import pytest
 
 from core.ranking import accuracy_floor
-from core.run_service import RunService
-from ml import events
-from ml.model_io import CARD_FILE, MODEL_FILE
+from testkit.finished_runs import finished_run
 from testkit.synthetic import photo_bytes
 
 
@@ -25,28 +20,12 @@ def test_accuracy_floor_weighs_how_many_photos_a_score_rests_on():
     assert accuracy_floor(1.0, None) == 0.0 and accuracy_floor(None, 540) == 0.0
 
 
-def _finished(service: RunService, tiny_model, *, recipe: str, best: float,
-              val: int | None) -> str:
-    """A run taken through its life by a pretend worker, with a copy of the tiny model."""
-    run_id = uuid.uuid4().hex[:12]
-    service.store.insert_run(run_id, {"recipe": recipe}, events.run_queued({"recipe": recipe}))
-    assert service.claim_next("test")["id"] == run_id
-    folder = service.out_dir(run_id)
-    folder.mkdir(parents=True)
-    shutil.copy(tiny_model / MODEL_FILE, folder / MODEL_FILE)
-    card = {"status": "succeeded", "metrics": {"best_val_accuracy": best},
-            "counts": {"train": 100, "val": val} if val else {}}
-    (folder / CARD_FILE).write_text(json.dumps(card))
-    service.record(run_id, "test", events.run_finished("succeeded", best_val_accuracy=best))
-    return run_id
-
-
 def test_default_model_is_the_surest_run_and_the_page_says_on_how_many_photos(
         app, client, tiny_model):
     service = app.extensions["lab_runs"]  # no queue is needed to predict
-    lucky = _finished(service, tiny_model, recipe="fast_cnn", best=1.0, val=8)
-    sure = _finished(service, tiny_model, recipe="res_cnn", best=0.955, val=540)
-    unknown = _finished(service, tiny_model, recipe="seed_cnn", best=0.99, val=None)
+    lucky = finished_run(service, tiny_model, recipe="fast_cnn", best=1.0, val=8)
+    sure = finished_run(service, tiny_model, recipe="res_cnn", best=0.955, val=540)
+    unknown = finished_run(service, tiny_model, recipe="seed_cnn", best=0.99, val=None)
 
     page = client.get("/predict").get_data(as_text=True)
     options = re.findall(r'<option value="(\w+)"[^>]*>([^<]*)</option>', page)
