@@ -95,6 +95,9 @@ class Settings:
     train_threads: int = 0
     # Decoded photos shared by every run (ml.photo_cache), in state_dir/photo-cache.
     photo_cache: bool = True
+    # make run: how long before a part that died is started again (doubled each time it
+    # dies again soon after, up to 30 s).
+    restart_backoff_s: float = 1.0
     # Where the web process listens (python -m dashboard, make run) and how much it logs.
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
@@ -184,6 +187,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         runs_per_gpu=max(1, int(_number(env, "LAB_RUNS_PER_GPU", 1, whole=True))),
         train_threads=int(_number(env, "LAB_TRAIN_THREADS", 0, whole=True)),
         photo_cache=_switch(env, "LAB_PHOTO_CACHE", default=True),
+        restart_backoff_s=_number(env, "LAB_RESTART_BACKOFF_S", 1.0),
         host=env.get("LAB_HOST") or DEFAULT_HOST,
         port=int(_number(env, "LAB_PORT", DEFAULT_PORT, whole=True)),
         log_level=env.get("LAB_LOG_LEVEL") or "INFO",

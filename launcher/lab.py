@@ -129,6 +129,7 @@ def run() -> int:
         # A made-up passcode guards the instructor's controls; the class launches freely.
         os.environ.setdefault("LAB_LOCK_LAUNCH", "0")
     settings = load_settings()  # again: with the passcode and the launch lock it decided
+    supervisor.backoff_s = settings.restart_backoff_s
 
     if _port_taken(host, port):
         raise LaunchError(f"port {port} is taken (another lab, or another program); start "

@@ -358,23 +358,27 @@ def test_a_killed_redis_is_restarted_with_its_data(tmp_path, tiny_dataset):
 
 def test_a_part_that_keeps_dying_is_given_up_and_the_rest_keep_running(tmp_path,
                                                                        tiny_dataset):
-    lab = Launched(tmp_path, tiny_dataset)
+    # A quarter-second first delay (LAB_RESTART_BACKOFF_S; 1 s by default), so the test
+    # waits 4 s where a lab would wait 16.
+    lab = Launched(tmp_path, tiny_dataset, LAB_RESTART_BACKOFF_S="0.25")
     try:
         worker, redis_pid = lab.leader("worker"), lab.leader("redis")
         web, killed_at = lab.kill("web")
         backs = []
-        for _ in range(4):  # 5 deaths, restarted after 1, 2, 4 and 8 s
+        for _ in range(4):  # 5 deaths, restarted after 0.25, 0.5, 1 and 2 s
             backs.append(lab.wait_back("web", web, killed_at))
             lab.wait_logged(f"restarted the web server (pid {lab.leader('web')}")  # it is up
             web, killed_at = lab.kill("web")
-        log.info("web server killed 5 times: back after %s s (backoff 1, 2, 4, 8 s included)",
+        log.info("web server killed 5 times: back after %s s (backoff 0.25-2 s included)",
                  ", ".join(f"{s:.1f}" for s in backs))
         logs = tmp_path / "lab" / "state" / "logs" / "web.log"
         lab.wait_logged(f"the web server keeps stopping (5 times in 2 min); see {logs}; the "
                         f"other parts keep running")
         assert lab.log().count("the web server stopped unexpectedly (exit code -9)") == 5
+        for delay in ("0.25", "0.5", "1", "2"):  # the setting's delay, doubled each time
+            assert f"; restarting it in {delay} s;" in lab.log()
 
-        time.sleep(17)  # longer than the next delay (16 s) would be: it is not restarted
+        time.sleep(5)  # longer than the next delay (4 s) would be: it is not restarted
         assert lab.proc.poll() is None
         assert lab.leader("web") is None
         assert "starting the web server again" not in lab.log().split("keeps stopping")[1]

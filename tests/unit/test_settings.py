@@ -49,6 +49,7 @@ def test_passcode_cap_and_proxy_are_read():
     ({"LAB_TRUSTED_PROXIES": "one"}, "a whole number"),
     ({"LAB_LOCK_LAUNCH": "maybe"}, "1 or 0"),
     ({"LAB_MAX_RUNS_PER_STUDENT": "-2"}, "0 \\(no limit\\) or more"),
+    ({"LAB_RESTART_BACKOFF_S": "0"}, "positive"),
 ])
 def test_bad_values_are_named(env, message):
     with pytest.raises(ValueError, match=f"{next(iter(env))} must be {message}"):
@@ -98,6 +99,8 @@ def test_the_other_settings_are_read_here_too():
     plain = load_settings({})
     assert (plain.host, plain.port, plain.log_level, plain.dataset_url) == (
         "127.0.0.1", 5000, "INFO", None)
+    assert plain.restart_backoff_s == 1.0
+    assert load_settings({"LAB_RESTART_BACKOFF_S": "0.25"}).restart_backoff_s == 0.25
     assert plain.ml == MlOptions()  # the library's own defaults
     with pytest.raises(ValueError, match="LAB_CACHE_MB must be a whole number"):
         load_ml_options({"LAB_CACHE_MB": "lots"})
