@@ -20,12 +20,18 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
+
 from launcher.processes import free_port
 
 NOT_INSTALLED = "PostgreSQL is not installed: make test installs it (apt-get install postgresql)"
 NO_DRIVER = ("psycopg is not installed: make test installs it (pip install -e '.[postgres]', "
              "the postgres extra)")
 SUPERUSER = "lab"
+# The run store's two kinds, for tests that run over both (``@pytest.fixture(params=STORES)``):
+# the PostgreSQL one starts a server (the ``postgres_url`` fixture), so it is a stack test
+# wherever it lives.
+STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.stack)]
 
 
 def find_bindir() -> Path | None:

@@ -27,15 +27,11 @@ import_tensorflow_quietly()  # keeps TensorFlow's C++ banners out of the test lo
 KINDS = ("unit", "stack", "browser")
 
 
-# The run store's two kinds, for tests that run over both: the PostgreSQL one starts a
-# server (``postgres_url``), so it is a stack test wherever it lives.
-STORES = ["sqlite", pytest.param("postgresql", marks=pytest.mark.stack)]
-
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Each test gets its folder's kind as a marker (``-m unit`` etc. selects it), unless it
-    says its own kind (a PostgreSQL case of a store test: ``STORES``)."""
+    says its own kind (a PostgreSQL case of a store test: ``testkit.postgres.STORES``)."""
     for item in items:
         folder = Path(item.path).parent.name
         if folder not in KINDS:

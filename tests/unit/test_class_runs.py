@@ -15,7 +15,7 @@ import pytest
 
 from core.lab_flags import LAUNCH_LOCKED, QUEUE_PAUSED, LabFlags
 from testkit.lab_stack import PASSCODE
-from tests.conftest import STORES
+from testkit.postgres import STORES
 
 CONFIG = {"recipe": "fast_cnn", "epochs": 2}
 INSTRUCTOR = {"X-Lab-Passcode": PASSCODE}

@@ -37,7 +37,7 @@ import core.store
 from core.schema import upgrade_to_head
 from core.store import make_engine
 from testkit.paths import ROOT
-from tests.conftest import STORES
+from testkit.postgres import STORES
 
 HEAD = core.schema.head_revision()  # checked against core.store.metadata below
 

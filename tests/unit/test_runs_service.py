@@ -15,7 +15,7 @@ from core.store import RunStore
 from dashboard.live import RunRelay
 from ml import events
 from ml.model_io import CARD_FILE, MODEL_FILE
-from tests.conftest import STORES
+from testkit.postgres import STORES
 
 CONFIG = {"recipe": "fast_cnn", "epochs": 2}
 
