@@ -77,11 +77,11 @@ def effective(config: TrainConfig | Mapping[str, Any], name: str) -> Any:
         raise ValueError(f"{name!r} is not filled from the recipe: one of {RECIPE_FILLED}")
     from ml.recipes import RECIPES  # late import, as in parse_config
 
-    values = asdict(config) if isinstance(config, TrainConfig) else config
-    if values.get(name):
-        return values.get(name)
-    recipe = RECIPES.get(values.get("recipe"))
-    return getattr(recipe, name) if recipe else None
+    def get(key: str) -> Any:
+        return getattr(config, key) if isinstance(config, TrainConfig) else config.get(key)
+
+    recipe = RECIPES.get(get("recipe"))
+    return get(name) or (getattr(recipe, name) if recipe else None)
 
 
 # (type, min, max); None bounds are open. Integers must be integers, not 3.5.
